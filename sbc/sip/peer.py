@@ -1,0 +1,70 @@
+"""Where a SIP message came from or goes to, and the RFC 3261 §18 / RFC 3581 rules that
+decide where a response is sent (sans-I/O)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sbc.sip.headers import Via
+from sbc.sip.message import Request
+
+RELIABLE_TRANSPORTS = frozenset({"tcp", "tls", "ws", "wss", "sctp"})
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """A remote address as seen through one of our listeners.
+
+    `transport` is lower-case ('udp', 'tcp', 'tls'); `listener` names the local listener
+    the message arrived on or must leave through (empty: let the transport choose).
+    """
+
+    transport: str
+    host: str
+    port: int
+    listener: str = ""
+
+    @property
+    def reliable(self) -> bool:
+        return self.transport in RELIABLE_TRANSPORTS
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.transport}:{host}:{self.port}"
+
+
+def stamp_via(request: Request, source: Peer) -> None:
+    """Record where a request really came from in its top Via (RFC 3261 §18.2.1: received=
+    when the sent-by host differs from the source address; RFC 3581 §4: rport= filled in
+    when the client asked for it, and then received= always)."""
+    via = request.via
+    rport = via.rport
+    if rport is None and via.host == source.host:
+        return
+    params = dict(via.params)
+    params["received"] = source.host
+    if rport is not None:
+        params["rport"] = str(source.port)
+    request.replace_top_via(Via(via.transport, via.host, via.port, params, via.protocol))
+
+
+def response_peer(via: Via, source: Peer) -> Peer:
+    """Where to send a response whose top Via is `via`, for a request that came from
+    `source` (RFC 3261 §18.2.2, RFC 3581 §4)."""
+    if source.reliable:
+        # Reliable transports answer on the connection the request came in on; the
+        # transport falls back to a new connection to received/sent-by if it has closed.
+        return source
+    if via.maddr:
+        return Peer(source.transport, via.maddr, via.port or 5060, source.listener)
+    host = via.received or via.host
+    rport = via.rport
+    if rport:
+        port = int(rport)
+    elif rport == "" or via.received is not None:
+        port = source.port if rport == "" else (via.port or 5060)
+    else:
+        port = via.port or 5060
+    if host.startswith("["):
+        host = host[1:-1]
+    return Peer(source.transport, host, port, source.listener)
