@@ -19,10 +19,7 @@ _VIA_HEAD_RE = re.compile(
     r"[ \t]*([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*/[ \t]*([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*/[ \t]*"
     r"([A-Za-z0-9\-.!%*_+`'~]+)[ \t]+(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-.]+)(?:[ \t]*:[ \t]*(\d{1,5}))?[ \t]*"
 )
-# The shape nearly every Via has: no LWS, no quotes, one value.
-_FAST_VIA_RE = re.compile(
-    r"SIP/2\.0/([A-Za-z]+) (\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-.]+)(?::(\d{1,5}))?((?:;[^;,\s\"=]+(?:=[^;,\s\"]+)?)*)"
-)
+_HOST_RE = re.compile(r"\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-.]+")
 
 
 def is_token(text: str) -> bool:
@@ -141,19 +138,37 @@ class Via:
 
 def parse_vias(value: str) -> list[Via]:
     """Parse one Via header line (possibly several comma-separated values)."""
-    m = _FAST_VIA_RE.fullmatch(value)
-    if m is not None and (m.group(3) is None or int(m.group(3)) <= 65535):
-        port = m.group(3)
-        params = m.group(4)
-        return [
-            Via(
-                m.group(1).upper(),
-                m.group(2),
-                int(port) if port is not None else None,
-                _fast_params(params) if params else {},
-            )
-        ]
+    if (
+        value.startswith("SIP/2.0/")
+        and "," not in value
+        and '"' not in value
+        and "\t" not in value
+        and value.count(" ") == 1
+    ):
+        via = _fast_via(value)
+        if via is not None:
+            return [via]
     return [_parse_via(part) for part in split_commas(value)]
+
+
+def _fast_via(value: str) -> Via | None:
+    """The usual 'SIP/2.0/UDP host:port;params' with no LWS; None to take the slow path."""
+    space = value.find(" ")
+    transport = value[8:space]
+    hostport, semi, params = value[space + 1 :].partition(";")
+    if hostport.startswith("["):
+        end = hostport.find("]") + 1
+        host, port = hostport[:end], hostport[end + 1 :]
+        if end == 0 or (port == "" and len(hostport) != end):
+            return None
+    else:
+        host, _, port = hostport.partition(":")
+    if not transport.isalnum() or _HOST_RE.fullmatch(host) is None:
+        return None
+    if port and (not port.isdigit() or (len(port) >= 5 and (len(port) > 5 or int(port) > 65535))):
+        return None
+    parsed = _fast_params(semi + params, "Via header") if semi else {}
+    return Via(transport.upper(), host, int(port) if port else None, parsed)
 
 
 def _parse_via(text: str) -> Via:
@@ -200,37 +215,57 @@ def _check_display_tokens(display: str, what: str) -> None:
             raise ParseError(f"{what}: display name {display[:40]!r} must be quoted")
 
 
-# The shapes nearly every From/To/Contact has: optional display name (quoted, or tokens),
-# <URI> without whitespace, then ;name=value params without LWS or quotes.
-_FAST_NAME_ADDR_RE = re.compile(
-    r'(?:("(?:[^"\\]|\\.)*")[ \t]*|((?:[A-Za-z0-9\-.!%*_+`\'~]+[ \t]+)*))'
-    r"<([A-Za-z][A-Za-z0-9+\-.]*:[^<>\s\"]*)>((?:;[A-Za-z0-9\-.!%*_+`'~]+(?:=[^;,\s\"<>]+)?)*)"
-)
-_FAST_ADDR_SPEC_RE = re.compile(
-    r"([A-Za-z][A-Za-z0-9+\-.]*:[^;,?\s\"<>]+)((?:;[A-Za-z0-9\-.!%*_+`'~]+(?:=[^;,\s\"<>]+)?)*)"
-)
+_COMMON_SCHEMES = ("sip:", "sips:", "tel:")
+_TOKEN_WORDS_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+(?: +[A-Za-z0-9\-.!%*_+`'~]+)*")
 
 
-def _fast_params(text: str) -> dict[str, str | None]:
-    """';a=b;c' already known to be well formed (matched by one of the fast regexes)."""
+def _fast_params(text: str, what: str) -> dict[str, str | None]:
+    """';a=b;c' with no LWS and no quotes (the caller checked)."""
     params: dict[str, str | None] = {}
     for part in text[1:].split(";"):
         name, eq, value = part.partition("=")
+        if not name:
+            raise ParseError(f"{what}: empty parameter")
         params[name.lower()] = value if eq else None
     return params
 
 
 def parse_name_addr(value: str, what: str) -> NameAddr:
-    m = _FAST_NAME_ADDR_RE.fullmatch(value)
-    if m is not None:
-        quoted, tokens, uri, params = m.groups()
-        display = quoted or (tokens.rstrip(" \t") if tokens else None)
-        return NameAddr(uri, display, _fast_params(params) if params else {})
-    m = _FAST_ADDR_SPEC_RE.fullmatch(value)
-    if m is not None:
-        params = m.group(2)
-        return NameAddr(m.group(1), None, _fast_params(params) if params else {})
+    """From/To/Contact/Route value: name-addr or addr-spec, then header parameters."""
+    if "\\" not in value and "\t" not in value and "," not in value:
+        parsed = _fast_name_addr(value, what)
+        if parsed is not None:
+            return parsed
     return _parse_name_addr_slow(value, what)
+
+
+def _fast_name_addr(value: str, what: str) -> NameAddr | None:
+    """The usual shapes without LWS around ';' '=' and no escapes; None for the slow path."""
+    lt = value.find("<")
+    if lt < 0:
+        uri, semi, params = value.partition(";")
+        if not uri.startswith(_COMMON_SCHEMES) or " " in value or "?" in uri or '"' in value:
+            return None
+        return NameAddr(uri, None, _fast_params(semi + params, what) if semi else {})
+    gt = value.find(">", lt)
+    if gt < 0:
+        return None
+    uri = value[lt + 1 : gt]
+    rest = value[gt + 1 :]
+    if not uri.startswith(_COMMON_SCHEMES) or " " in uri or " " in rest or '"' in rest:
+        return None
+    display: str | None = value[:lt].rstrip(" ")
+    if display:
+        if display[0] == '"':
+            if display.count('"') != 2 or display[-1] != '"':
+                return None
+        elif _TOKEN_WORDS_RE.fullmatch(display) is None:
+            return None
+    else:
+        display = None
+    if rest and rest[0] != ";":
+        return None
+    return NameAddr(uri, display, _fast_params(rest, what) if rest else {})
 
 
 def _parse_name_addr_slow(value: str, what: str) -> NameAddr:
@@ -301,7 +336,7 @@ class CSeq(NamedTuple):
         return f"{self.number} {self.method}"
 
 
-_METHODS = frozenset(
+METHODS = frozenset(
     {"INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK", "UPDATE", "INFO",
      "MESSAGE", "NOTIFY", "SUBSCRIBE", "REFER", "PUBLISH"}
 )
@@ -314,7 +349,7 @@ def parse_cseq(value: str) -> CSeq:
     number, method = parts
     if not number.isdigit() or len(number) > 10 or int(number) > MAX_CSEQ:
         raise ParseError("CSeq header: sequence number is not a number below 2**31")
-    if method not in _METHODS and not is_token(method):
+    if method not in METHODS and not is_token(method):
         raise ParseError("CSeq header: method is not a token")
     return CSeq(int(number), method)
 

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 
 from sbc.sip.errors import ParseError
 from sbc.sip.headers import (
+    METHODS,
     CSeq,
     NameAddr,
     Via,
@@ -510,12 +511,13 @@ def parse(data: bytes) -> Request | Response:
     else:
         first = head[:eol]
         lines = head[eol + 2 :].split("\r\n")
-        if "\r\n " in head or "\r\n\t" in head:
-            lines = _join_folded(lines)
     get = _KEY_CACHE.get
     keys = [get(line.partition(":")[0]) for line in lines]
     if None in keys:
-        keys = [_checked_key(line) for line in lines]  # slow path: new or bad names
+        # Slow path: a name not seen before, a bad line, or a folded one (a continuation
+        # line starts with SP/HTAB, which no cached name does).
+        lines = _join_folded(lines)
+        keys = [_checked_key(line) for line in lines]
 
     msg: Request | Response
     if first[:4].upper() == "SIP/":
@@ -581,10 +583,13 @@ def _parse_request_line(line: str) -> Request:
         if _VERSION_RE.fullmatch(version):
             raise ParseError(f"SIP version {version} not supported", status=505)
         raise ParseError("malformed request line")
-    if not is_token(method):
+    if method not in METHODS and not is_token(method):
         raise ParseError("request method is not a token")
-    scheme, rest = split_scheme(uri)
-    if scheme in ("sip", "sips") and "?" in rest[rest.rfind("@") + 1 :]:
+    if uri.startswith("sip:"):
+        scheme, rest = "sip", uri[4:]
+    else:
+        scheme, rest = split_scheme(uri)
+    if "?" in rest and scheme in ("sip", "sips") and "?" in rest[rest.rfind("@") + 1 :]:
         # RFC 3261 §19.1.1 (table 1): headers are not allowed in a Request-URI.
         raise ParseError("Request-URI must not contain headers")
     msg = Request.__new__(Request)

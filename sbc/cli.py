@@ -1,0 +1,89 @@
+"""The `sbc` command: run the SBC, or check a configuration file without starting anything."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from importlib import metadata
+
+from sbc.config import Config, ConfigError, load_config
+from sbc.log import configure
+
+
+def _version() -> str:
+    try:
+        return metadata.version("sbc")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sbc", description="SIP trunk gateway / session border controller"
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="start the SBC")
+    run.add_argument("-c", "--config", required=True, metavar="FILE", help="YAML configuration")
+    run.add_argument("--log-level", choices=("debug", "info", "warning", "error", "critical"),
+                     help="override log.level from the configuration")
+    run.add_argument("--log-format", choices=("kv", "json"),
+                     help="override log.format from the configuration")
+
+    check = commands.add_parser("check-config", help="validate configuration files and exit")
+    check.add_argument("files", nargs="+", metavar="FILE")
+    return parser
+
+
+def _load(path: str) -> Config | None:
+    """The configuration at `path`, or None after printing every problem to stderr."""
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return None
+
+
+def _check_config(files: Sequence[str]) -> int:
+    status = 0
+    for path in files:
+        if _load(path) is None:
+            status = 1
+        else:
+            print(f"{path}: ok")
+    return status
+
+
+def _run(args: argparse.Namespace) -> int:
+    # Everything about the configuration is settled before any socket is opened.
+    config = _load(args.config)
+    if config is None:
+        return 1
+    configure(args.log_level or config.log.level, args.log_format or config.log.format)
+    try:
+        # Imported only now: it pulls in the whole stack, which check-config does not need.
+        app = importlib.import_module("sbc.app")
+    except ModuleNotFoundError as exc:
+        if exc.name != "sbc.app":
+            raise
+        print("sbc: the application module (sbc.app) is not available in this build",
+              file=sys.stderr)
+        return 1
+    try:
+        return int(app.run(config))
+    except KeyboardInterrupt:
+        return 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "check-config":
+        return _check_config(args.files)
+    return _run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1099 @@
+"""The SBC configuration: one YAML file parsed once into frozen dataclasses and validated.
+
+Every problem found is reported together, each as `file:line: key: message`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import os
+import re
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NoReturn, TypeVar
+
+import yaml
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "ConfigIssue",
+    "InboundRoute",
+    "Interface",
+    "ListenAddress",
+    "LogSettings",
+    "MediaSettings",
+    "NumberRule",
+    "NumberRules",
+    "OutboundRoute",
+    "Pbx",
+    "ProxyUri",
+    "Routes",
+    "SipSettings",
+    "SocketAddress",
+    "TlsSettings",
+    "Trunk",
+    "load_config",
+    "parse_config",
+]
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+TRANSPORTS = ("udp", "tcp", "tls")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS = ("kv", "json")
+DEFAULT_NODE = "sbc1"
+
+
+# --------------------------------------------------------------------------- errors
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigIssue:
+    """One problem in a configuration file."""
+
+    filename: str
+    line: int
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.filename}:{self.line}" if self.line else self.filename
+        return f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; `str()` lists every problem, one per line."""
+
+    def __init__(
+        self,
+        issues: str | Sequence[ConfigIssue],
+        *,
+        filename: str = "",
+        line: int = 0,
+        key: str = "",
+    ) -> None:
+        if isinstance(issues, str):
+            issues = [ConfigIssue(filename, line, key, issues)]
+        self.issues: tuple[ConfigIssue, ...] = tuple(issues)
+        super().__init__("\n".join(str(issue) for issue in self.issues))
+
+
+# --------------------------------------------------------------------------- the model
+
+
+@dataclass(frozen=True, slots=True)
+class ListenAddress:
+    """A local socket to listen on, written `transport:host:port` (IPv6 host in brackets)."""
+
+    transport: str
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.transport}:{host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class SocketAddress:
+    """A remote `host:port`; the host is an IP address or a DNS name."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class TlsSettings:
+    cert: str
+    key: str
+    ca: str | None = None
+    verify_peer: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Interface:
+    """A named side of the SBC (e.g. 'internal' toward the PBX, 'external' toward trunks)."""
+
+    name: str
+    listen: tuple[ListenAddress, ...]
+    advertise: str | None
+    media_address: str
+    tls: TlsSettings | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SipSettings:
+    t1: float = 0.5
+    t2: float = 4.0
+    t4: float = 5.0
+    max_message_size: int = 65535
+    user_agent: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LogSettings:
+    level: str = "info"
+    format: str = "kv"
+
+
+@dataclass(frozen=True, slots=True)
+class Pbx:
+    name: str
+    interface: str
+    address: SocketAddress
+    trusted_sources: tuple[IPNetwork, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyUri:
+    """A trunk's outbound proxy: a sip:/sips: URI reduced to where requests are sent."""
+
+    uri: str
+    scheme: str
+    host: str
+    port: int
+    transport: str | None = None
+
+    def __str__(self) -> str:
+        return self.uri
+
+
+@dataclass(frozen=True, slots=True)
+class Trunk:
+    name: str
+    interface: str
+    proxy: ProxyUri
+    codecs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundRoute:
+    """Calls from the PBX whose dialled user part matches go to these trunks, in order."""
+
+    match: re.Pattern[str]
+    trunks: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class InboundRoute:
+    """Calls from a trunk whose dialled user part matches go to this PBX."""
+
+    match: re.Pattern[str]
+    pbx: str
+
+
+@dataclass(frozen=True, slots=True)
+class Routes:
+    outbound: tuple[OutboundRoute, ...] = ()
+    inbound: tuple[InboundRoute, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class NumberRule:
+    """Rewrite a number matching `match` to `match.sub(replace, number)`."""
+
+    match: re.Pattern[str]
+    replace: str
+
+    def apply(self, number: str) -> str | None:
+        """The rewritten number, or None when this rule does not match."""
+        if self.match.search(number) is None:
+            return None
+        return self.match.sub(self.replace, number, count=1)
+
+
+@dataclass(frozen=True, slots=True)
+class NumberRules:
+    outbound: tuple[NumberRule, ...] = ()
+    inbound: tuple[NumberRule, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class MediaSettings:
+    port_range: tuple[int, int] = (20000, 29999)
+    timeout: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    interfaces: dict[str, Interface]
+    node: str = DEFAULT_NODE
+    log: LogSettings = field(default_factory=LogSettings)
+    sip: SipSettings = field(default_factory=SipSettings)
+    pbxs: tuple[Pbx, ...] = ()
+    trunks: tuple[Trunk, ...] = ()
+    routes: Routes = field(default_factory=Routes)
+    numbers: NumberRules = field(default_factory=NumberRules)
+    media: MediaSettings = field(default_factory=MediaSettings)
+    source: str = ""
+
+    def pbx(self, name: str) -> Pbx:
+        for pbx in self.pbxs:
+            if pbx.name == name:
+                return pbx
+        raise KeyError(f"no pbx named '{name}'")
+
+    def trunk(self, name: str) -> Trunk:
+        for trunk in self.trunks:
+            if trunk.name == name:
+                return trunk
+        raise KeyError(f"no trunk named '{name}'")
+
+
+# --------------------------------------------------------------------------- YAML with lines
+
+
+class _Map(dict[Any, Any]):
+    """A YAML mapping that remembers the 1-based line of itself and of each key's value."""
+
+    line: int
+    key_lines: dict[Any, int]
+    value_lines: dict[Any, int]
+
+
+class _Seq(list[Any]):
+    """A YAML sequence that remembers the 1-based line of itself and of each item."""
+
+    line: int
+    item_lines: list[int]
+
+
+class _LineLoader(yaml.SafeLoader):
+    """SafeLoader whose mappings and sequences record where their parts are."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.duplicate_keys: list[tuple[int, str]] = []
+
+
+def _construct_map(loader: _LineLoader, node: yaml.MappingNode) -> _Map:
+    loader.flatten_mapping(node)
+    data = _Map()
+    data.line = node.start_mark.line + 1
+    data.key_lines = {}
+    data.value_lines = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            hash(key)
+        except TypeError:
+            raise yaml.constructor.ConstructorError(
+                None, None, "a mapping key must be a plain value", key_node.start_mark
+            ) from None
+        if key in data:
+            # YAML forbids duplicate keys (YAML 1.2 §3.2.1.1) but PyYAML keeps the last one
+            # silently; a second 'trunks:' block would otherwise vanish without a word.
+            loader.duplicate_keys.append((key_node.start_mark.line + 1, str(key)))
+        data[key] = loader.construct_object(value_node, deep=True)
+        data.key_lines[key] = key_node.start_mark.line + 1
+        data.value_lines[key] = value_node.start_mark.line + 1
+    return data
+
+
+def _construct_seq(loader: _LineLoader, node: yaml.SequenceNode) -> _Seq:
+    data = _Seq(loader.construct_object(item, deep=True) for item in node.value)
+    data.line = node.start_mark.line + 1
+    data.item_lines = [item.start_mark.line + 1 for item in node.value]
+    return data
+
+
+_LineLoader.add_constructor("tag:yaml.org,2002:map", _construct_map)
+_LineLoader.add_constructor("tag:yaml.org,2002:seq", _construct_seq)
+
+
+# --------------------------------------------------------------------------- validation helpers
+
+
+class _Invalid(Exception):
+    """Raised by a field check after its issue was recorded: stop checking that field."""
+
+
+T = TypeVar("T")
+
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
+_HOSTNAME_RE = re.compile(
+    r"(?=.{1,253}\Z)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
+    r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?\Z"
+)
+_TYPE_NAMES = {dict: "mapping", _Map: "mapping", list: "list", _Seq: "list", type(None): "null"}
+
+
+def _type_name(value: object) -> str:
+    return _TYPE_NAMES.get(type(value), type(value).__name__)
+
+
+def _hint(word: str, choices: Sequence[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+class _Checker:
+    """Collects issues for one file; readers below report through it."""
+
+    def __init__(self, filename: str) -> None:
+        self.filename = filename
+        self.issues: list[ConfigIssue] = []
+
+    def add(self, line: int, key: str, message: str) -> None:
+        self.issues.append(ConfigIssue(self.filename, line, key, message))
+
+    def fail(self, line: int, key: str, message: str) -> NoReturn:
+        self.add(line, key, message)
+        raise _Invalid
+
+
+class _Node:
+    """A value from the file together with its dotted key path and line."""
+
+    __slots__ = ("checker", "value", "path", "line")
+
+    def __init__(self, checker: _Checker, value: Any, path: str, line: int) -> None:
+        self.checker = checker
+        self.value = value
+        self.path = path
+        self.line = line
+
+    def fail(self, message: str) -> NoReturn:
+        self.checker.fail(self.line, self.path, message)
+
+    def error(self, message: str) -> None:
+        self.checker.add(self.line, self.path, message)
+
+    # -- scalars
+
+    def string(self) -> str:
+        if not isinstance(self.value, str):
+            self.fail(f"expected a string, got {_type_name(self.value)}")
+        if not self.value.strip():
+            self.fail("must not be empty")
+        return self.value
+
+    def boolean(self) -> bool:
+        if not isinstance(self.value, bool):
+            self.fail(f"expected true or false, got {_type_name(self.value)}")
+        return self.value
+
+    def integer(self, low: int, high: int | None = None) -> int:
+        value = self.value
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.fail(f"expected an integer, got {_type_name(value)}")
+        if value < low or (high is not None and value > high):
+            bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+            self.fail(f"{value} is out of range: must be {bound}")
+        return value
+
+    def positive_number(self) -> float:
+        value = self.value
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self.fail(f"expected a number, got {_type_name(value)}")
+        if not value > 0 or value == float("inf"):
+            self.fail(f"must be a positive number, got {value}")
+        return float(value)
+
+    def choice(self, choices: Sequence[str]) -> str:
+        value = self.string()
+        if value not in choices:
+            self.fail(f"'{value}' is not one of {', '.join(choices)}{_hint(value, choices)}")
+        return value
+
+    def name(self) -> str:
+        value = self.string()
+        if not _NAME_RE.match(value):
+            self.fail(f"'{value}' is not a valid name (letters, digits, '_', '.', '-')")
+        return value
+
+    def ip_address(self) -> str:
+        value = self.string()
+        try:
+            return str(ipaddress.ip_address(value))
+        except ValueError:
+            self.fail(f"'{value}' is not an IP address")
+
+    def regex(self) -> re.Pattern[str]:
+        value = self.string()
+        try:
+            return re.compile(value)
+        except re.error as exc:
+            self.fail(f"bad regular expression '{value}': {exc}")
+
+    # -- containers
+
+    def items(self) -> Iterator[_Node]:
+        """The nodes of a list (an error and no items when the value is not a list)."""
+        if not isinstance(self.value, list):
+            self.fail(f"expected a list, got {_type_name(self.value)}")
+        lines = getattr(self.value, "item_lines", None)
+        for index, item in enumerate(self.value):
+            line = lines[index] if lines else self.line
+            yield _Node(self.checker, item, f"{self.path}[{index}]", line)
+
+    def mapping(self, allowed: Sequence[str] | None) -> _Section:
+        """This value as a mapping; keys outside `allowed` are reported (None: any key)."""
+        if not isinstance(self.value, dict):
+            self.fail(f"expected a mapping, got {_type_name(self.value)}")
+        section = _Section(self.checker, self.value, self.path, self.line)
+        if allowed is not None:
+            section.reject_unknown(allowed)
+        return section
+
+
+class _Section:
+    """A mapping from the file; hands out its values as `_Node`s with their own lines."""
+
+    def __init__(self, checker: _Checker, data: dict[Any, Any], path: str, line: int) -> None:
+        self.checker = checker
+        self.data = data
+        self.path = path
+        self.line = line
+        self._key_lines: dict[Any, int] = getattr(data, "key_lines", {})
+        self._value_lines: dict[Any, int] = getattr(data, "value_lines", {})
+
+    def key_path(self, key: object) -> str:
+        return f"{self.path}.{key}" if self.path else str(key)
+
+    def reject_unknown(self, allowed: Sequence[str]) -> None:
+        for key in self.data:
+            if key not in allowed:
+                line = self._key_lines.get(key, self.line)
+                hint = _hint(key, allowed) if isinstance(key, str) else ""
+                self.checker.add(line, self.key_path(key), f"unknown key{hint}")
+
+    def has(self, key: str) -> bool:
+        return key in self.data
+
+    def node(self, key: object) -> _Node:
+        """The value at `key`; a missing key is reported against the mapping's line."""
+        if key not in self.data:
+            self.checker.fail(self.line, self.key_path(key), "required key is missing")
+        value = self.data[key]
+        # A block list or mapping starts on the line after its key: point at the key.
+        lines = self._key_lines if isinstance(value, dict | list) else self._value_lines
+        return _Node(self.checker, value, self.key_path(key), lines.get(key, self.line))
+
+    def get(self, key: str, read: Callable[[_Node], T], default: T) -> T:
+        """`read(node)` for a present, non-null key, else `default`; `default` on error."""
+        if self.data.get(key) is None:
+            return default
+        try:
+            return read(self.node(key))
+        except _Invalid:
+            return default
+
+
+def _section(node: _Node, allowed: Sequence[str] | None) -> _Section | None:
+    """The mapping at `node` (None, with the issue recorded, when it is not a mapping)."""
+    try:
+        return node.mapping(allowed)
+    except _Invalid:
+        return None
+
+
+def _optional_section(parent: _Section, key: str, allowed: Sequence[str]) -> _Section | None:
+    if parent.data.get(key) is None:
+        return _Section(parent.checker, {}, parent.key_path(key), parent.line)
+    return _section(parent.node(key), allowed)
+
+
+def _items(node: _Node) -> list[_Node]:
+    try:
+        return list(node.items())
+    except _Invalid:
+        return []
+
+
+# --------------------------------------------------------------------------- address parsing
+
+
+def _split_host_port(text: str) -> tuple[str, str | None]:
+    """'h:p' / '[v6]:p' / 'h' / '[v6]' -> (host, port text or None); ValueError if malformed."""
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise ValueError("unclosed '['")
+        host, rest = text[1:end], text[end + 1 :]
+        if rest and not rest.startswith(":"):
+            raise ValueError(f"unexpected '{rest}' after ']'")
+        return host, rest[1:] if rest else None
+    if text.count(":") > 1:
+        raise ValueError("an IPv6 address must be written in brackets, e.g. [::1]:5060")
+    host, sep, port = text.partition(":")
+    return host, port if sep else None
+
+
+def _parse_port(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise ValueError(f"port '{text}' is not a number from 1 to 65535")
+    return int(text)
+
+
+def _is_host(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return bool(_HOSTNAME_RE.match(host)) and not host.replace(".", "").isdigit()
+    return True
+
+
+def _listen_address(node: _Node) -> ListenAddress:
+    text = node.string()
+    transport, sep, rest = text.partition(":")
+    if not sep:
+        node.fail(f"'{text}' is not transport:host:port (e.g. udp:127.0.0.1:5060)")
+    if transport not in TRANSPORTS:
+        node.fail(
+            f"'{text}': transport '{transport}' is not one of {', '.join(TRANSPORTS)}"
+            f"{_hint(transport, TRANSPORTS)}"
+        )
+    try:
+        host, port = _split_host_port(rest)
+        if port is None:
+            raise ValueError("has no port")
+        port_number = _parse_port(port)
+    except ValueError as exc:
+        node.fail(f"'{text}': {exc}")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        node.fail(f"'{text}': host '{host}' is not an IP address")
+    return ListenAddress(transport, str(address), port_number)
+
+
+def _socket_address(node: _Node) -> SocketAddress:
+    text = node.string()
+    try:
+        host, port = _split_host_port(text)
+        if port is None:
+            raise ValueError("has no port")
+        port_number = _parse_port(port)
+    except ValueError as exc:
+        node.fail(f"'{text}': {exc} (expected host:port)")
+    if not _is_host(host):
+        node.fail(f"'{text}': '{host}' is neither an IP address nor a host name")
+    return SocketAddress(host, port_number)
+
+
+_SIP_URI_RE = re.compile(r"(?P<scheme>sips?):(?:[^@;?]*@)?(?P<hostport>[^;?]*)(?P<params>[^?]*)")
+
+
+def _proxy_uri(node: _Node) -> ProxyUri:
+    text = node.string().strip()
+    match = _SIP_URI_RE.fullmatch(text)
+    if match is None:
+        node.fail(f"'{text}' is not a sip: or sips: URI")
+    scheme = match["scheme"]
+    try:
+        host, port = _split_host_port(match["hostport"])
+    except ValueError as exc:
+        node.fail(f"'{text}' has a malformed host:port: {exc}")
+    if not host:
+        node.fail(f"'{text}' has no host")
+    if not _is_host(host):
+        node.fail(f"'{text}': '{host}' is neither an IP address nor a host name")
+    try:
+        # RFC 3261 §19.1.2: the default port is 5060 for sip: and 5061 for sips:.
+        port_number = _parse_port(port) if port is not None else (5061 if scheme == "sips" else 5060)
+    except ValueError as exc:
+        node.fail(f"'{text}': {exc}")
+    transport = None
+    for param in match["params"].split(";")[1:]:
+        name, _, value = param.partition("=")
+        if name.lower() == "transport":
+            transport = value.lower()
+            if transport not in TRANSPORTS:
+                node.fail(f"'{text}': transport '{value}' is not one of {', '.join(TRANSPORTS)}")
+    if scheme == "sips" and transport not in (None, "tls"):
+        node.fail(f"'{text}': a sips: URI needs TLS, not transport={transport}")
+    return ProxyUri(text, scheme, host, port_number, transport)
+
+
+def _network(node: _Node) -> IPNetwork:
+    text = node.string()
+    try:
+        return ipaddress.ip_network(text)
+    except ValueError as exc:
+        # ipaddress repeats the input in its generic message; keep only the specific ones.
+        detail = "" if "does not appear" in str(exc) else f" ({exc})"
+        node.fail(f"'{text}' is not a CIDR network{detail}")
+
+
+# --------------------------------------------------------------------------- sections
+
+_TOP_KEYS = ("node", "log", "sip", "interfaces", "pbxs", "trunks", "routes", "numbers", "media")
+_IFACE_KEYS = ("listen", "advertise", "media_address", "tls")
+_TLS_KEYS = ("cert", "key", "ca", "verify_peer")
+_PBX_KEYS = ("name", "interface", "address", "trusted_sources")
+_TRUNK_KEYS = ("name", "interface", "proxy", "codecs")
+
+
+def _read_log(top: _Section) -> LogSettings:
+    section = _optional_section(top, "log", ("level", "format"))
+    if section is None:
+        return LogSettings()
+    return LogSettings(
+        level=section.get("level", lambda n: n.choice(LOG_LEVELS), "info"),
+        format=section.get("format", lambda n: n.choice(LOG_FORMATS), "kv"),
+    )
+
+
+def _read_sip(top: _Section) -> SipSettings:
+    keys = ("t1", "t2", "t4", "max_message_size", "user_agent")
+    section = _optional_section(top, "sip", keys)
+    if section is None:
+        return SipSettings()
+    defaults = SipSettings()
+    sip = SipSettings(
+        t1=section.get("t1", _Node.positive_number, defaults.t1),
+        t2=section.get("t2", _Node.positive_number, defaults.t2),
+        t4=section.get("t4", _Node.positive_number, defaults.t4),
+        max_message_size=section.get(
+            "max_message_size", lambda n: n.integer(1), defaults.max_message_size
+        ),
+        user_agent=section.get("user_agent", _Node.string, None),
+    )
+    if sip.t2 < sip.t1 and section.has("t2"):
+        # RFC 3261 §17.1.2.2: T2 caps the retransmit interval that starts at T1.
+        section.node("t2").error(f"must not be smaller than t1 ({sip.t1})")
+    return sip
+
+
+def _read_tls(node: _Node, base_dir: str) -> TlsSettings | None:
+    section = _section(node, _TLS_KEYS)
+    if section is None:
+        return None
+
+    def path(n: _Node) -> str:
+        return os.path.join(base_dir, n.string())
+
+    try:
+        cert = path(section.node("cert"))
+    except _Invalid:
+        cert = ""
+    try:
+        key = path(section.node("key"))
+    except _Invalid:
+        key = ""
+    return TlsSettings(
+        cert=cert,
+        key=key,
+        ca=section.get("ca", path, None),
+        verify_peer=section.get("verify_peer", _Node.boolean, False),
+    )
+
+
+def _read_listen(
+    node: _Node, claimed: list[tuple[ListenAddress, str]]
+) -> tuple[ListenAddress, ...]:
+    listen: list[ListenAddress] = []
+    for item in _items(node):
+        try:
+            address = _listen_address(item)
+        except _Invalid:
+            continue
+        for other, owner in claimed:
+            if _listeners_clash(address, other):
+                item.error(f"{address} clashes with {other} in {owner}")
+                break
+        else:
+            claimed.append((address, item.path))
+            listen.append(address)
+    if isinstance(node.value, list) and not node.value:
+        node.error("needs at least one transport:host:port")
+    return tuple(listen)
+
+
+def _listeners_clash(a: ListenAddress, b: ListenAddress) -> bool:
+    """Whether two listeners cannot both bind: same port and protocol, same or wildcard host."""
+    # TLS runs over TCP, so tcp and tls listeners compete for the same ports.
+    if a.port != b.port or (a.transport == "udp") != (b.transport == "udp"):
+        return False
+    if a.host == b.host:
+        return True
+    ip_a, ip_b = ipaddress.ip_address(a.host), ipaddress.ip_address(b.host)
+    return ip_a.version == ip_b.version and (ip_a.is_unspecified or ip_b.is_unspecified)
+
+
+def _read_interface(
+    name: str, node: _Node, base_dir: str, claimed: list[tuple[ListenAddress, str]]
+) -> Interface | None:
+    section = _section(node, _IFACE_KEYS)
+    if section is None:
+        return None
+    try:
+        listen = _read_listen(section.node("listen"), claimed)
+    except _Invalid:
+        listen = ()
+    advertise = section.get("advertise", _Node.ip_address, None)
+    media_address = section.get("media_address", _Node.ip_address, "")
+    if not section.has("media_address") and listen:
+        media_address = listen[0].host
+        if ipaddress.ip_address(media_address).is_unspecified:
+            section.checker.add(
+                section.line,
+                section.key_path("media_address"),
+                f"required when the first listener binds the wildcard address {media_address}",
+            )
+    tls = None
+    if section.data.get("tls") is not None:
+        tls = _read_tls(section.node("tls"), base_dir)
+    elif any(address.transport == "tls" for address in listen):
+        section.checker.add(
+            section.line,
+            section.key_path("tls"),
+            "required because a tls: listener is configured (give cert and key)",
+        )
+    return Interface(name, listen, advertise, media_address, tls)
+
+
+def _read_interfaces(top: _Section, base_dir: str) -> dict[str, Interface]:
+    interfaces: dict[str, Interface] = {}
+    try:
+        section = top.node("interfaces").mapping(None)
+    except _Invalid:
+        return interfaces
+    if not section.data:
+        section.checker.add(section.line, "interfaces", "define at least one interface")
+    claimed: list[tuple[ListenAddress, str]] = []
+    for key in section.data:
+        node = section.node(key)
+        if not isinstance(key, str) or not _NAME_RE.match(key):
+            node.error(f"'{key}' is not a valid interface name (letters, digits, '_', '.', '-')")
+            continue
+        interface = _read_interface(key, node, base_dir, claimed)
+        if interface is not None:
+            interfaces[key] = interface
+    return interfaces
+
+
+def _line_of(top: _Section, path: Sequence[str]) -> int:
+    """The line of the key at the end of a path of mapping keys (or the closest known)."""
+    value: Any = top.data
+    line = top.line
+    for step in path:
+        if not isinstance(value, dict) or step not in value:
+            break
+        line = getattr(value, "key_lines", {}).get(step, line)
+        value = value[step]
+    return line
+
+
+def _check_interface_ref(section: _Section, interfaces: dict[str, Interface]) -> str:
+    node = section.node("interface")
+    name = node.string()
+    if name not in interfaces:
+        known = sorted(interfaces)
+        node.fail(f"no interface named '{name}'{_hint(name, known)}")
+    return name
+
+
+def _unique(node: _Node, name: str, seen: dict[str, str], what: str) -> None:
+    if name in seen:
+        node.error(f"duplicate {what} name '{name}' (first defined at {seen[name]})")
+    else:
+        seen[name] = node.path
+
+
+def _read_pbxs(
+    top: _Section, interfaces: dict[str, Interface], names: dict[str, str]
+) -> tuple[Pbx, ...]:
+    """The valid PBX entries; `names` receives every well-formed name, valid entry or not."""
+    if top.data.get("pbxs") is None:
+        return ()
+    pbxs: list[Pbx] = []
+    for item in _items(top.node("pbxs")):
+        section = _section(item, _PBX_KEYS)
+        if section is None:
+            continue
+        try:
+            name_node = section.node("name")
+            name = name_node.name()
+            _unique(name_node, name, names, "pbx")
+        except _Invalid:
+            name = ""
+        try:
+            interface = _check_interface_ref(section, interfaces)
+        except _Invalid:
+            interface = ""
+        try:
+            address = _socket_address(section.node("address"))
+        except _Invalid:
+            address = None
+        trusted: list[IPNetwork] = []
+        if section.data.get("trusted_sources") is not None:
+            for source in _items(section.node("trusted_sources")):
+                try:
+                    trusted.append(_network(source))
+                except _Invalid:
+                    pass
+        if name and interface and address is not None:
+            pbxs.append(Pbx(name, interface, address, tuple(trusted)))
+    return tuple(pbxs)
+
+
+def _read_codecs(node: _Node) -> tuple[str, ...]:
+    codecs: list[str] = []
+    for item in _items(node):
+        try:
+            codec = item.string()
+        except _Invalid:
+            continue
+        if any(ch.isspace() for ch in codec):
+            item.error(f"'{codec}' is not a codec name (e.g. PCMU, PCMA, telephone-event)")
+        else:
+            codecs.append(codec)
+    return tuple(codecs)
+
+
+def _read_trunks(
+    top: _Section, interfaces: dict[str, Interface], names: dict[str, str]
+) -> tuple[Trunk, ...]:
+    """The valid trunk entries; `names` receives every well-formed name, valid entry or not."""
+    if top.data.get("trunks") is None:
+        return ()
+    trunks: list[Trunk] = []
+    for item in _items(top.node("trunks")):
+        section = _section(item, _TRUNK_KEYS)
+        if section is None:
+            continue
+        try:
+            name_node = section.node("name")
+            name = name_node.name()
+            _unique(name_node, name, names, "trunk")
+        except _Invalid:
+            name = ""
+        try:
+            interface = _check_interface_ref(section, interfaces)
+        except _Invalid:
+            interface = ""
+        try:
+            proxy = _proxy_uri(section.node("proxy"))
+        except _Invalid:
+            proxy = None
+        codecs: tuple[str, ...] = section.get("codecs", _read_codecs, ())
+        if name and interface and proxy is not None:
+            trunks.append(Trunk(name, interface, proxy, codecs))
+    return tuple(trunks)
+
+
+def _reference(node: _Node, known: Sequence[str], what: str) -> str:
+    name = node.string()
+    if name not in known:
+        node.fail(f"no {what} named '{name}'{_hint(name, known)}")
+    return name
+
+
+def _read_routes(top: _Section, pbx_names: Sequence[str], trunk_names: Sequence[str]) -> Routes:
+    # Names of entries that have other errors still count, so one typo is reported once.
+    section = _optional_section(top, "routes", ("outbound", "inbound"))
+    if section is None:
+        return Routes()
+    outbound: list[OutboundRoute] = []
+    if section.data.get("outbound") is not None:
+        for item in _items(section.node("outbound")):
+            route = _section(item, ("match", "trunks"))
+            if route is None:
+                continue
+            try:
+                match = route.node("match").regex()
+            except _Invalid:
+                match = None
+            names: list[str] = []
+            try:
+                trunks_node = route.node("trunks")
+                for ref in _items(trunks_node):
+                    try:
+                        names.append(_reference(ref, trunk_names, "trunk"))
+                    except _Invalid:
+                        pass
+                if not trunks_node.value:
+                    trunks_node.error("name at least one trunk")
+            except _Invalid:
+                pass
+            if match is not None and names:
+                outbound.append(OutboundRoute(match, tuple(names)))
+    inbound: list[InboundRoute] = []
+    if section.data.get("inbound") is not None:
+        for item in _items(section.node("inbound")):
+            route = _section(item, ("match", "pbx"))
+            if route is None:
+                continue
+            try:
+                match = route.node("match").regex()
+            except _Invalid:
+                match = None
+            try:
+                pbx = _reference(route.node("pbx"), pbx_names, "pbx")
+            except _Invalid:
+                continue
+            if match is not None:
+                inbound.append(InboundRoute(match, pbx))
+    return Routes(tuple(outbound), tuple(inbound))
+
+
+def _read_number_rules(node: _Node) -> tuple[NumberRule, ...]:
+    rules: list[NumberRule] = []
+    for item in _items(node):
+        section = _section(item, ("match", "replace"))
+        if section is None:
+            continue
+        try:
+            match = section.node("match").regex()
+        except _Invalid:
+            continue
+        try:
+            replace_node = section.node("replace")
+            replace = replace_node.value
+            if not isinstance(replace, str):
+                replace_node.fail(f"expected a string, got {_type_name(replace)}")
+            try:
+                # Parsing the template happens on every sub(); an empty subject checks its
+                # group references once, here, instead of on the first call.
+                match.sub(replace, "")
+            except re.error as exc:
+                replace_node.fail(f"bad replacement '{replace}': {exc}")
+        except _Invalid:
+            continue
+        rules.append(NumberRule(match, replace))
+    return tuple(rules)
+
+
+def _read_numbers(top: _Section) -> NumberRules:
+    section = _optional_section(top, "numbers", ("outbound", "inbound"))
+    if section is None:
+        return NumberRules()
+    return NumberRules(
+        outbound=section.get("outbound", _read_number_rules, ()),
+        inbound=section.get("inbound", _read_number_rules, ()),
+    )
+
+
+def _read_port_range(node: _Node) -> tuple[int, int]:
+    items = list(node.items())
+    if len(items) != 2:
+        node.fail(f"expected [low, high], got {len(items)} values")
+    low, high = items[0].integer(1, 65535), items[1].integer(1, 65535)
+    if low >= high:
+        node.fail(f"low bound {low} must be below high bound {high}")
+    if low % 2:
+        # RFC 3550 §11: RTP uses an even port and RTCP the odd one above it.
+        items[0].fail(f"low bound {low} must be even (RTP ports are even, RTCP odd)")
+    return (low, high)
+
+
+def _read_media(top: _Section) -> MediaSettings:
+    section = _optional_section(top, "media", ("port_range", "timeout"))
+    if section is None:
+        return MediaSettings()
+    defaults = MediaSettings()
+    return MediaSettings(
+        port_range=section.get("port_range", _read_port_range, defaults.port_range),
+        timeout=section.get("timeout", _Node.positive_number, defaults.timeout),
+    )
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def _load_yaml(text: str, filename: str) -> tuple[Any, list[ConfigIssue]]:
+    loader = _LineLoader(text)
+    try:
+        data = loader.get_single_data()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else 1
+        parts = [part for part in (exc.context, exc.problem) if part]
+        raise ConfigError(
+            f"YAML syntax error: {', '.join(parts)}", filename=filename, line=line
+        ) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"YAML error: {exc}", filename=filename, line=1) from None
+    finally:
+        loader.dispose()
+    issues = [
+        ConfigIssue(filename, line, key, "duplicate key (an earlier value would be ignored)")
+        for line, key in loader.duplicate_keys
+    ]
+    return data, issues
+
+
+def parse_config(text: str, filename: str = "<config>") -> Config:
+    """Parse and validate configuration text; raises ConfigError listing every problem."""
+    data, issues = _load_yaml(text, filename)
+    checker = _Checker(filename)
+    checker.issues.extend(issues)
+    if data is None:
+        raise ConfigError("the file is empty; at least 'interfaces' is required",
+                          filename=filename, line=1)
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"expected a mapping at the top level, got {_type_name(data)}",
+            filename=filename,
+            line=getattr(data, "line", 1),
+        )
+    top = _Section(checker, data, "", 1)
+    top.reject_unknown(_TOP_KEYS)
+    base_dir = os.path.dirname(filename) if filename and not filename.startswith("<") else ""
+    node = top.get("node", _Node.name, DEFAULT_NODE)
+    log = _read_log(top)
+    sip = _read_sip(top)
+    interfaces = _read_interfaces(top, base_dir)
+    pbx_names: dict[str, str] = {}
+    trunk_names: dict[str, str] = {}
+    pbxs = _read_pbxs(top, interfaces, pbx_names)
+    trunks = _read_trunks(top, interfaces, trunk_names)
+    routes = _read_routes(top, list(pbx_names), list(trunk_names))
+    numbers = _read_numbers(top)
+    media = _read_media(top)
+    _check_tls_use(top, interfaces, trunks)
+    if checker.issues:
+        raise ConfigError(sorted(checker.issues, key=lambda issue: issue.line))
+    return Config(
+        interfaces=interfaces,
+        node=node,
+        log=log,
+        sip=sip,
+        pbxs=pbxs,
+        trunks=trunks,
+        routes=routes,
+        numbers=numbers,
+        media=media,
+        source=filename,
+    )
+
+
+def _check_tls_use(top: _Section, interfaces: dict[str, Interface], trunks: Sequence[Trunk]) -> None:
+    """TLS settings belong to an interface that listens on TLS or reaches a trunk over it."""
+    for interface in interfaces.values():
+        if interface.tls is None or any(a.transport == "tls" for a in interface.listen):
+            continue
+        if any(
+            trunk.interface == interface.name
+            and (trunk.proxy.scheme == "sips" or trunk.proxy.transport == "tls")
+            for trunk in trunks
+        ):
+            continue
+        line = _line_of(top, ("interfaces", interface.name, "tls"))
+        top.checker.add(
+            line,
+            f"interfaces.{interface.name}.tls",
+            "given but unused: add a tls: listener or a sips:/transport=tls trunk, or remove it",
+        )
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and validate the configuration file at `path`; raises ConfigError."""
+    filename = os.fspath(path)
+    try:
+        with open(filename, encoding="utf-8") as stream:
+            text = stream.read()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the file: {exc.strerror or exc}",
+                          filename=filename, line=1) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not UTF-8 text: {exc.reason}", filename=filename, line=1) from None
+    return parse_config(text, filename)
