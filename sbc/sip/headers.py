@@ -64,6 +64,8 @@ def _split_params(text: str, what: str) -> dict[str, str | None]:
         return {}
     if text[0] != ";":
         raise ParseError(f"{what}: unexpected {text[:20]!r}")
+    if not text[1:].strip(" \t"):
+        raise ParseError(f"{what}: empty parameter")
     if '"' not in text:
         return parse_params(text[1:], what)
     params: dict[str, str | None] = {}
@@ -158,11 +160,14 @@ def _fast_via(value: str) -> Via | None:
     hostport, semi, params = value[space + 1 :].partition(";")
     if hostport.startswith("["):
         end = hostport.find("]") + 1
-        host, port = hostport[:end], hostport[end + 1 :]
-        if end == 0 or (port == "" and len(hostport) != end):
+        host, rest = hostport[:end], hostport[end:]
+        if end == 0 or (rest and rest[0] != ":"):
             return None
+        colon, port = rest[:1], rest[1:]
     else:
-        host, _, port = hostport.partition(":")
+        host, colon, port = hostport.partition(":")
+    if colon and not port:
+        return None  # RFC 3261 §25.1: port = 1*DIGIT after the colon
     if not transport.isalnum() or _HOST_RE.fullmatch(host) is None:
         return None
     if port and (not port.isdigit() or (len(port) >= 5 and (len(port) > 5 or int(port) > 65535))):
@@ -221,6 +226,11 @@ _TOKEN_WORDS_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+(?: +[A-Za-z0-9\-.!%*_+`'~
 
 def _fast_params(text: str, what: str) -> dict[str, str | None]:
     """';a=b;c' with no LWS and no quotes (the caller checked)."""
+    if text.find(";", 1) < 0:  # the common single ;tag=... or ;lr
+        name, eq, value = text[1:].partition("=")
+        if not name:
+            raise ParseError(f"{what}: empty parameter")
+        return {name.lower(): value if eq else None}
     params: dict[str, str | None] = {}
     for part in text[1:].split(";"):
         name, eq, value = part.partition("=")
@@ -337,8 +347,22 @@ class CSeq(NamedTuple):
 
 
 METHODS = frozenset(
-    {"INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK", "UPDATE", "INFO",
-     "MESSAGE", "NOTIFY", "SUBSCRIBE", "REFER", "PUBLISH"}
+    {
+        "INVITE",
+        "ACK",
+        "BYE",
+        "CANCEL",
+        "OPTIONS",
+        "REGISTER",
+        "PRACK",
+        "UPDATE",
+        "INFO",
+        "MESSAGE",
+        "NOTIFY",
+        "SUBSCRIBE",
+        "REFER",
+        "PUBLISH",
+    }
 )
 
 

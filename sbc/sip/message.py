@@ -70,7 +70,14 @@ _COMPACT = {
 }
 # Headers that may appear once only (RFC 3261 §7.3.1: not comma-separable).
 _SINGLE = ("from", "to", "call-id", "cseq", "max-forwards", "content-length", "content-type")
-_REQUIRED = (("to", "To"), ("from", "From"), ("call-id", "Call-ID"), ("cseq", "CSeq"), ("via", "Via"))
+_REQUIRED = (
+    ("to", "To"),
+    ("from", "From"),
+    ("call-id", "Call-ID"),
+    ("cseq", "CSeq"),
+    ("via", "Via"),
+)
+_REQUIRED_KEYS = frozenset(key for key, _ in _REQUIRED)
 _SLOT_OF = {"via": "_vias", "from": "_from", "to": "_to", "cseq": "_cseq", "call-id": "_call_id"}
 _FOLD_RE = re.compile(r"[ \t]*\r\n[ \t]+")
 _VERSION_RE = re.compile(r"SIP/\d+\.\d+", re.IGNORECASE)
@@ -271,10 +278,11 @@ class Message:
         headers present once each, and Via, From, To, CSeq, Call-ID and Max-Forwards well
         formed. Raises ParseError with the reason for the 400."""
         keys = self._keys
-        missing = [label for key, label in _REQUIRED if key not in keys]
-        if missing:
+        present = set(keys)
+        if not _REQUIRED_KEYS <= present:
+            missing = [label for key, label in _REQUIRED if key not in present]
             raise ParseError("missing required header(s): " + ", ".join(missing))
-        if len(set(keys)) != len(keys):
+        if len(present) != len(keys):
             for key in _SINGLE:
                 if keys.count(key) > 1:
                     raise ParseError(f"more than one {_display_name(key)} header")
@@ -286,7 +294,7 @@ class Message:
         cseq = self.cseq
         if isinstance(self, Request) and cseq.method != self.method:
             raise ParseError(f"CSeq method {cseq.method} does not match the request method")
-        if "max-forwards" in keys:
+        if "max-forwards" in present:
             parse_uint(self._required("max-forwards"), "Max-Forwards", 255)
 
     # ----- the core headers, parsed on first use -------------------------------------------
@@ -512,7 +520,8 @@ def parse(data: bytes) -> Request | Response:
         first = head[:eol]
         lines = head[eol + 2 :].split("\r\n")
     get = _KEY_CACHE.get
-    keys = [get(line.partition(":")[0]) for line in lines]
+    # A name as long as its line means the line has no colon: None sends it to the slow path.
+    keys = [get(n) if len(n := line.partition(":")[0]) < len(line) else None for line in lines]
     if None in keys:
         # Slow path: a name not seen before, a bad line, or a folded one (a continuation
         # line starts with SP/HTAB, which no cached name does).
@@ -671,8 +680,8 @@ def error_response(data: bytes, err: ParseError) -> Response | None:
     end = data.find(b"\r\n\r\n", start)
     head = data[start : end if end >= 0 else len(data)].decode("utf-8", "surrogateescape")
     lines = _join_folded(head.split("\r\n"))
-    if not lines or lines[0][:4].upper() == "SIP/":
-        return None
+    if not lines or lines[0][:4].upper() == "SIP/" or lines[0].startswith("ACK "):
+        return None  # responses are never answered, nor is ACK (RFC 3261 §17.2.1)
     headers: list[tuple[str, str]] = []
     seen: set[str] = set()
     to_value: str | None = None

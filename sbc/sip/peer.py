@@ -39,10 +39,16 @@ def stamp_via(request: Request, source: Peer) -> None:
     when the client asked for it, and then received= always)."""
     via = request.via
     rport = via.rport
-    if rport is None and via.host == source.host:
+    same_host = _bare(via.host) == source.host
+    if rport is None and same_host and via.received is None:
         return
     params = dict(via.params)
-    params["received"] = source.host
+    if same_host and rport is None:
+        # A received= the sender wrote itself is not where the packet came from: drop it so
+        # nobody can point our responses at a third party.
+        del params["received"]
+    else:
+        params["received"] = source.host
     if rport is not None:
         params["rport"] = str(source.port)
     request.replace_top_via(Via(via.transport, via.host, via.port, params, via.protocol))
@@ -56,15 +62,18 @@ def response_peer(via: Via, source: Peer) -> Peer:
         # transport falls back to a new connection to received/sent-by if it has closed.
         return source
     if via.maddr:
-        return Peer(source.transport, via.maddr, via.port or 5060, source.listener)
+        return Peer(source.transport, _bare(via.maddr), via.port or 5060, source.listener)
     host = via.received or via.host
     rport = via.rport
-    if rport:
+    if rport and rport.isdigit():
         port = int(rport)
     elif rport == "" or via.received is not None:
         port = source.port if rport == "" else (via.port or 5060)
     else:
         port = via.port or 5060
-    if host.startswith("["):
-        host = host[1:-1]
-    return Peer(source.transport, host, port, source.listener)
+    return Peer(source.transport, _bare(host), port, source.listener)
+
+
+def _bare(host: str) -> str:
+    """An IPv6 reference without its brackets, as socket addresses have it."""
+    return host[1:-1] if host.startswith("[") else host

@@ -10,8 +10,18 @@ from sbc.sip.message import Request, Response, make_response, new_tag
 # §21.5.2: the server does not recognise the method); a method it recognises but does not
 # take gets 405 with Allow (§8.2.1).
 ALLOWED_METHODS = (
-    "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "PRACK", "UPDATE", "INFO", "MESSAGE",
-    "NOTIFY", "REFER", "REGISTER",
+    "INVITE",
+    "ACK",
+    "BYE",
+    "CANCEL",
+    "OPTIONS",
+    "PRACK",
+    "UPDATE",
+    "INFO",
+    "MESSAGE",
+    "NOTIFY",
+    "REFER",
+    "REGISTER",
 )
 KNOWN_METHODS = frozenset(ALLOWED_METHODS) | {"SUBSCRIBE", "PUBLISH"}
 ALLOW = ", ".join(ALLOWED_METHODS)
@@ -40,12 +50,13 @@ def check_request(req: Request, *, local_target: bool = False) -> Response | Non
         req.ruri  # noqa: B018
     except ParseError as exc:
         return _answer(req, exc.status, exc.reason)
-    if req.ruri.scheme not in SUPPORTED_SCHEMES:
-        return _answer(req, 416)  # RFC 3261 §8.2.2.1
+    # RFC 3261 §8.2.1 (the method) comes before §8.2.2.1 (the Request-URI scheme).
     if req.method not in KNOWN_METHODS:
         return _answer(req, 501)
     if req.method not in ALLOWED_METHODS:
         return _answer(req, 405, headers=[("Allow", ALLOW)])
+    if req.ruri.scheme not in SUPPORTED_SCHEMES:
+        return _answer(req, 416)
     if mf == 0 and not (local_target and req.method == "OPTIONS") and req.method != "ACK":
         return _answer(req, 483)  # RFC 3261 §16.3 item 3
     if req.method not in ("ACK", "CANCEL"):
@@ -80,16 +91,32 @@ def _check_content(req: Request) -> Response | None:
 
 
 def _accepts_sdp(values: list[str]) -> bool:
+    """RFC 3261 §20.1: an empty Accept accepts nothing; q=0 marks a type not acceptable."""
     for value in values:
         for item in value.split(","):
-            media = item.partition(";")[0].strip().lower()
-            if media in ("application/sdp", "application/*", "*/*", ""):
-                return True
+            media, _, params = item.partition(";")
+            if media.strip().lower() in ("application/sdp", "application/*", "*/*"):
+                if _quality(params) > 0:
+                    return True
     return False
 
 
+def _quality(params: str) -> float:
+    for param in params.split(";"):
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "q":
+            try:
+                return float(value.strip())
+            except ValueError:
+                return 1.0
+    return 1.0
+
+
 def _answer(
-    req: Request, status: int, reason: str | None = None, headers: list[tuple[str, str]] | None = None
+    req: Request,
+    status: int,
+    reason: str | None = None,
+    headers: list[tuple[str, str]] | None = None,
 ) -> Response | None:
     if req.method == "ACK":
         return None

@@ -114,7 +114,9 @@ def _longreq(msg: Request | Response) -> None:
     assert isinstance(to_uri, SipUri) and to_uri.port == 6000
     assert (to_uri.params["unknownparam1"] or "").endswith("longlongvalue")
     assert len(to_uri.params) == 3
-    assert msg.from_.uri.endswith("amazinglylongcallername@example.net") and len(msg.from_.uri) == 131
+    assert (
+        msg.from_.uri.endswith("amazinglylongcallername@example.net") and len(msg.from_.uri) == 131
+    )
     name = "Unknown-" + "Long" * 20 + "-Name"
     assert len(msg.header(name) or "") == 306
 
@@ -196,19 +198,29 @@ def _badbranch(msg: Request | Response) -> None:
 
 
 CHECKS: dict[str, Callable[[Request | Response], None]] = {
-    "wsinv.dat": _wsinv, "intmeth.dat": _intmeth, "esc01.dat": _esc01,
-    "escnull.dat": _escnull, "esc02.dat": _esc02, "lwsdisp.dat": _lwsdisp,
-    "longreq.dat": _longreq, "dblreq.dat": _dblreq, "semiuri.dat": _semiuri,
-    "transports.dat": _transports, "mpart01.dat": _mpart01, "unreason.dat": _unreason,
-    "noreason.dat": _noreason, "unksm2.dat": _unksm2, "cparam01.dat": _cparam01,
-    "cparam02.dat": _cparam02, "regescrt.dat": _regescrt, "inv2543.dat": _inv2543,
+    "wsinv.dat": _wsinv,
+    "intmeth.dat": _intmeth,
+    "esc01.dat": _esc01,
+    "escnull.dat": _escnull,
+    "esc02.dat": _esc02,
+    "lwsdisp.dat": _lwsdisp,
+    "longreq.dat": _longreq,
+    "dblreq.dat": _dblreq,
+    "semiuri.dat": _semiuri,
+    "transports.dat": _transports,
+    "mpart01.dat": _mpart01,
+    "unreason.dat": _unreason,
+    "noreason.dat": _noreason,
+    "unksm2.dat": _unksm2,
+    "cparam01.dat": _cparam01,
+    "cparam02.dat": _cparam02,
+    "regescrt.dat": _regescrt,
+    "inv2543.dat": _inv2543,
     "badbranch.dat": _badbranch,
 }
 
 
-@pytest.mark.parametrize(
-    "case", [c for c in CASES if c.file in CHECKS], ids=lambda c: c.id
-)
+@pytest.mark.parametrize("case", [c for c in CASES if c.file in CHECKS], ids=lambda c: c.id)
 def test_valid_message_parsed_correctly(case: Case) -> None:
     msg = parse(case.data)
     msg.check()
@@ -249,11 +261,17 @@ def test_RFC4475_3_3_5_unsupported_lists_every_unknown_option() -> None:
     assert outcome.answer is not None
     tags = outcome.answer.option_tags("unsupported")
     assert sorted(tags) == sorted(
-        ["nothingSupportsThis", "nothingSupportsThisEither", "noProxiesSupportThis",
-         "norDoAnyProxiesSupportThis"]
+        [
+            "nothingSupportsThis",
+            "nothingSupportsThisEither",
+            "noProxiesSupportThis",
+            "norDoAnyProxiesSupportThis",
+        ]
     )
 
 
 def test_RFC4475_3_3_6_unsupported_media_type_lists_accept() -> None:
     outcome = handle(next(c for c in CASES if c.file == "invut.dat").data)
-    assert outcome.answer is not None and "application/sdp" in (outcome.answer.header("accept") or "")
+    assert outcome.answer is not None and "application/sdp" in (
+        outcome.answer.header("accept") or ""
+    )

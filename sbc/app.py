@@ -1,0 +1,294 @@
+"""The running SBC process: binds the transports, feeds received messages through the
+transaction layer, answers requests, keeps one timer for the whole stack, stops on a signal."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable, Iterable
+
+from sbc.config import Config
+from sbc.log import get_logger
+from sbc.sip.errors import ParseError
+from sbc.sip.framing import FramingError
+from sbc.sip.message import Request, Response, error_response, make_response, new_tag, parse
+from sbc.sip.peer import Peer, stamp_via
+from sbc.sip.transaction import (
+    AckReceived,
+    Action,
+    RequestReceived,
+    ResponseReceived,
+    Send,
+    StrayResponse,
+    TimedOut,
+    TimerSettings,
+    TransactionLayer,
+    TransportFailed,
+    TxnKey,
+)
+from sbc.sip.validation import ACCEPT, ALLOW, SUPPORTED_OPTIONS, check_request
+from sbc.transport import ListenerError, TransportLayer
+
+log = get_logger("app")
+sip_log = get_logger("sip")
+
+SUPPORTED = ", ".join(sorted(SUPPORTED_OPTIONS))
+# Methods that only make sense inside a dialog or against an existing transaction: without
+# one they get 481 (RFC 3261 §12.2.2, §15.1.2); the others would create something new.
+_IN_DIALOG_METHODS = frozenset({"BYE", "PRACK", "UPDATE", "INFO", "NOTIFY"})
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+
+
+class SignallingService:
+    """Wires TransportLayer <-> TransactionLayer <-> the request answering rules.
+
+    The decisions live in the sans-I/O modules; this class only moves bytes, events and
+    the clock between them, and re-arms one `loop.call_at` to the transaction layer's next
+    deadline after every input (the aioquic asyncio adapter pattern).
+    """
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        sip = config.sip
+        self.transactions = TransactionLayer(TimerSettings(t1=sip.t1, t2=sip.t2, t4=sip.t4))
+        self.transport = TransportLayer(
+            config.interfaces.values(),
+            self.on_message,
+            on_transport_error=self.on_transport_error,
+            framing_reply=self.framing_reply,
+            max_message_size=sip.max_message_size,
+        )
+        self._server_header: tuple[tuple[str, str], ...] = (
+            (("Server", sip.user_agent),) if sip.user_agent else ()
+        )
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        await self.transport.start()
+
+    async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        await self.transport.close()
+
+    @property
+    def listener_names(self) -> list[str]:
+        return list(self.transport.listeners)
+
+    # ------------------------------------------------------------------ input
+
+    def on_message(self, data: bytes, source: Peer) -> None:
+        """Every SIP message from every listener arrives here (the per-message hot path)."""
+        try:
+            message = parse(data)
+            if isinstance(message, Request):
+                stamp_via(message, source)
+            now = self._now()
+            actions = self.transactions.receive(message, source, now)
+        except ParseError as err:
+            self._parse_error(data, err, source)
+            return
+        self._handle(actions, now)
+        self._arm_timer()
+
+    def _parse_error(self, data: bytes, err: ParseError, source: Peer) -> None:
+        answer = error_response(data, err)
+        sip_log.warning(
+            "sip.parse_error",
+            reason=err.reason,
+            source=str(source),
+            answered=answer.status if answer is not None else None,
+        )
+        if answer is not None:
+            # The request never reached the transaction layer, so the answer goes straight
+            # back where the bytes came from (RFC 3581 behaviour: source address and port).
+            self.transport.send(source, bytes(answer))
+
+    def framing_reply(self, error: FramingError, source: Peer) -> bytes | None:
+        """The answer written before a TCP/TLS connection with a framing error is closed."""
+        if not error.head:
+            return None
+        answer = error_response(error.head, ParseError(error.reason, error.status))
+        return bytes(answer) if answer is not None else None
+
+    def on_transport_error(self, peer: Peer, reason: str, context: object) -> None:
+        """A send failed (RFC 3261 §17.1.4, §17.2.4): tell the transaction that sent it."""
+        if not isinstance(context, Request | Response):
+            return
+        try:
+            key = _transaction_key(context)
+        except ParseError:
+            return
+        now = self._now()
+        self._handle(self.transactions.transport_error(key, now), now)
+        self._arm_timer()
+
+    # ------------------------------------------------------------------ actions and events
+
+    def _handle(self, actions: Iterable[Action], now: float) -> None:
+        for action in actions:
+            if isinstance(action, Send):
+                self.transport.send_message(action.peer, action.message)
+            elif isinstance(action, RequestReceived):
+                self._answer(action, now)
+            elif isinstance(action, AckReceived):
+                sip_log.debug("sip.ack_received", call_id=action.request.call_id)
+            elif isinstance(action, ResponseReceived | StrayResponse):
+                sip_log.debug("sip.response_ignored", status=action.response.status)
+            elif isinstance(action, TimedOut | TransportFailed):
+                sip_log.warning(
+                    "sip.transaction_failed",
+                    kind=type(action).__name__,
+                    branch=action.txn_key.branch,
+                    method=action.txn_key.method,
+                )
+
+    def _answer(self, event: RequestReceived, now: float) -> None:
+        request = event.request
+        method = request.method
+        sip_log.debug("sip.request_received", method=method, source=str(event.source))
+        # Headers are parsed lazily: a malformed one may only surface here, and must still
+        # get its 400 through the transaction that now exists.
+        try:
+            response = check_request(request, local_target=method == "OPTIONS")
+            if response is None:
+                response = self._route(event)
+        except ParseError as err:
+            response = error_response(bytes(request), err)
+        if response is None:
+            return
+        sip_log.debug(
+            "sip.response_sent", method=method, status=response.status, source=str(event.source)
+        )
+        self._handle(self.transactions.send_response(event.txn_key, response, now), now)
+
+    def _route(self, event: RequestReceived) -> Response | None:
+        """The answer a valid request gets until calls are routed (a later issue)."""
+        request = event.request
+        method = request.method
+        if method == "ACK":
+            return None
+        if method == "CANCEL":
+            # RFC 3261 §9.2: the INVITE was already answered (we answer at once), so the
+            # CANCEL only gets its own 200; without a matching INVITE it gets 481.
+            if event.cancel_target is None:
+                return make_response(request, 481, headers=self._server_header)
+            return make_response(request, 200, headers=self._server_header)
+        if request.to_tag is not None or method in _IN_DIALOG_METHODS:
+            return make_response(request, 481, headers=self._server_header)
+        if method == "OPTIONS":
+            headers = [("Allow", ALLOW), ("Accept", ACCEPT), ("Supported", SUPPORTED)]
+            headers.extend(self._server_header)
+            return make_response(request, 200, to_tag=new_tag(), headers=headers)
+        if method == "REGISTER":
+            # The SBC is no registrar: a policy answer (RFC 4475 §3.3.7 allows one).
+            return make_response(
+                request,
+                403,
+                "Registration Not Accepted",
+                to_tag=new_tag(),
+                headers=self._server_header,
+            )
+        return make_response(
+            request, 404, "No Route", to_tag=new_tag(), headers=self._server_header
+        )
+
+    # ------------------------------------------------------------------ the one timer
+
+    def _arm_timer(self) -> None:
+        deadline = self.transactions.next_deadline()
+        if deadline == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = deadline
+        if deadline is not None and self._loop is not None:
+            self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        deadline = self._timer_at
+        self._timer = None
+        self._timer_at = None
+        # call_at may fire a hair early (clock granularity); never hand the layer a time
+        # before the deadline it asked for.
+        now = self._now()
+        if deadline is not None and now < deadline:
+            now = deadline
+        try:
+            self._handle(self.transactions.on_timer(now), now)
+        except Exception:
+            log.exception("timer.handler_failed")
+        self._arm_timer()
+
+    def _now(self) -> float:
+        loop = self._loop or asyncio.get_running_loop()
+        return loop.time()
+
+
+def _transaction_key(message: Request | Response) -> TxnKey:
+    """The transaction that sent `message`: a request (or the ACK of a non-2xx) belongs to
+    the client transaction of its branch (RFC 3261 §17.1.3), a response to the server
+    transaction of its top Via branch and sent-by (§17.2.3)."""
+    via = message.via
+    branch = via.branch or ""
+    if isinstance(message, Request):
+        method = "INVITE" if message.method == "ACK" else message.method
+        return TxnKey(False, branch, method)
+    port = via.port if via.port is not None else (5061 if via.transport.upper() == "TLS" else 5060)
+    return TxnKey(True, branch, message.cseq.method, f"{via.host.lower()}:{port}")
+
+
+async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
+    """Run until `stop` is set. Raises ListenerError (nothing left bound) when a listener
+    cannot be started."""
+    service = SignallingService(config)
+    await service.start()
+    log.info(
+        "sbc.ready",
+        node=config.node,
+        listeners=",".join(service.listener_names),
+        loop=type(asyncio.get_running_loop()).__module__.partition(".")[0],
+    )
+    try:
+        await (stop or asyncio.Event()).wait()
+    finally:
+        await service.close()
+        log.info("sbc.stopped", node=config.node)
+
+
+def run(config: Config) -> int:
+    """Run the SBC until SIGINT or SIGTERM; returns the process exit code."""
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        return runner.run(_main(config))
+
+
+async def _main(config: Config) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await serve(config, stop)
+    except ListenerError as exc:
+        log.error("sbc.listener_failed", listener=exc.listener.name, error=exc.reason)
+        return EXIT_FAILURE
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+    return EXIT_OK
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
+    """uvloop where installed (a fraction of the per-datagram cost), else asyncio's loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop
+    return uvloop.new_event_loop

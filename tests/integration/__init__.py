@@ -1,0 +1,1 @@
+"""Integration tests: the real sbc process or TransportLayer on loopback, with SIPp."""

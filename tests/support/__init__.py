@@ -1,0 +1,33 @@
+"""Reusable helpers for integration tests: run the `sbc` process on loopback, talk raw SIP to
+it over UDP/TCP/TLS, and drive it with SIPp."""
+
+from tests.support.certs import make_self_signed_cert
+from tests.support.net import (
+    StreamClient,
+    UdpClient,
+    free_port,
+    ipv6_available,
+    tcp_exchange,
+    tls_exchange,
+    udp_exchange,
+)
+from tests.support.process import SbcProcess, SbcStartError
+from tests.support.sipmsg import sip_request
+from tests.support.sipp import SCENARIOS, SippResult, run_sipp
+
+__all__ = [
+    "SCENARIOS",
+    "SbcProcess",
+    "SbcStartError",
+    "SippResult",
+    "StreamClient",
+    "UdpClient",
+    "free_port",
+    "ipv6_available",
+    "make_self_signed_cert",
+    "run_sipp",
+    "sip_request",
+    "tcp_exchange",
+    "tls_exchange",
+    "udp_exchange",
+]
