@@ -1,0 +1,68 @@
+"""SDP for the B2BUA: a line-preserving model, the rewrite rules applied when a description
+crosses from one leg to the other, and the offer/answer state of each leg."""
+
+from sbc.sdp.model import (
+    Candidate,
+    Connection,
+    Crypto,
+    Direction,
+    MediaLine,
+    MediaSection,
+    Origin,
+    Rtcp,
+    RtpMap,
+    SdpError,
+    SdpLine,
+    SessionDescription,
+    parse_sdp,
+)
+from sbc.sdp.negotiation import (
+    NegotiationEvent,
+    NegotiationState,
+    OfferAnswer,
+    OfferAnswerError,
+)
+from sbc.sdp.rewrite import (
+    OriginState,
+    answer_direction,
+    correct_answer_directions,
+    direction_ok,
+    filter_codecs,
+    point_at_relay,
+    set_media_direction,
+    set_session_name,
+    stamp_origin,
+    strip_ice,
+    wrong_directions,
+)
+
+__all__ = [
+    "Candidate",
+    "Connection",
+    "Crypto",
+    "Direction",
+    "MediaLine",
+    "MediaSection",
+    "NegotiationEvent",
+    "NegotiationState",
+    "OfferAnswer",
+    "OfferAnswerError",
+    "Origin",
+    "OriginState",
+    "Rtcp",
+    "RtpMap",
+    "SdpError",
+    "SdpLine",
+    "SessionDescription",
+    "answer_direction",
+    "correct_answer_directions",
+    "direction_ok",
+    "filter_codecs",
+    "parse_sdp",
+    "point_at_relay",
+    "set_media_direction",
+    "set_session_name",
+    "stamp_origin",
+    "strip_ice",
+    "wrong_directions",
+]
