@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable
 from typing import cast
 
-BENCHMARKS = ("bench.parser", "bench.options_load")
+BENCHMARKS = ("bench.parser", "bench.options_load", "bench.relay")
 
 
 def main() -> int:
