@@ -4,6 +4,7 @@ transaction layer, answers requests, keeps one timer for the whole stack, stops 
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 from collections.abc import Callable, Iterable
 
@@ -256,11 +257,21 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
         listeners=",".join(service.listener_names),
         loop=type(asyncio.get_running_loop()).__module__.partition(".")[0],
     )
+    _tune_gc()
     try:
         await (stop or asyncio.Event()).wait()
     finally:
         await service.close()
         log.info("sbc.stopped", node=config.node)
+
+
+def _tune_gc() -> None:
+    """Under load tens of thousands of transactions live for Timer J/H (32 s), and the
+    default collector rescans them over and over: measured on the OPTIONS path, freezing
+    what start-up allocated and collecting the young generation less often cut the time per
+    request by about a quarter."""
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 10)
 
 
 def run(config: Config) -> int:

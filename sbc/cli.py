@@ -28,10 +28,14 @@ def _parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="start the SBC")
     run.add_argument("-c", "--config", required=True, metavar="FILE", help="YAML configuration")
-    run.add_argument("--log-level", choices=("debug", "info", "warning", "error", "critical"),
-                     help="override log.level from the configuration")
-    run.add_argument("--log-format", choices=("kv", "json"),
-                     help="override log.format from the configuration")
+    run.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error", "critical"),
+        help="override log.level from the configuration",
+    )
+    run.add_argument(
+        "--log-format", choices=("kv", "json"), help="override log.format from the configuration"
+    )
 
     check = commands.add_parser("check-config", help="validate configuration files and exit")
     check.add_argument("files", nargs="+", metavar="FILE")
@@ -69,8 +73,9 @@ def _run(args: argparse.Namespace) -> int:
     except ModuleNotFoundError as exc:
         if exc.name != "sbc.app":
             raise
-        print("sbc: the application module (sbc.app) is not available in this build",
-              file=sys.stderr)
+        print(
+            "sbc: the application module (sbc.app) is not available in this build", file=sys.stderr
+        )
         return 1
     try:
         return int(app.run(config))

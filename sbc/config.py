@@ -597,7 +597,9 @@ def _proxy_uri(node: _Node) -> ProxyUri:
         node.fail(f"'{text}': '{host}' is neither an IP address nor a host name")
     try:
         # RFC 3261 §19.1.2: the default port is 5060 for sip: and 5061 for sips:.
-        port_number = _parse_port(port) if port is not None else (5061 if scheme == "sips" else 5060)
+        port_number = (
+            _parse_port(port) if port is not None else (5061 if scheme == "sips" else 5060)
+        )
     except ValueError as exc:
         node.fail(f"'{text}': {exc}")
     transport = None
@@ -1027,8 +1029,9 @@ def parse_config(text: str, filename: str = "<config>") -> Config:
     checker = _Checker(filename)
     checker.issues.extend(issues)
     if data is None:
-        raise ConfigError("the file is empty; at least 'interfaces' is required",
-                          filename=filename, line=1)
+        raise ConfigError(
+            "the file is empty; at least 'interfaces' is required", filename=filename, line=1
+        )
     if not isinstance(data, dict):
         raise ConfigError(
             f"expected a mapping at the top level, got {_type_name(data)}",
@@ -1066,7 +1069,9 @@ def parse_config(text: str, filename: str = "<config>") -> Config:
     )
 
 
-def _check_tls_use(top: _Section, interfaces: dict[str, Interface], trunks: Sequence[Trunk]) -> None:
+def _check_tls_use(
+    top: _Section, interfaces: dict[str, Interface], trunks: Sequence[Trunk]
+) -> None:
     """TLS settings belong to an interface that listens on TLS or reaches a trunk over it."""
     for interface in interfaces.values():
         if interface.tls is None or any(a.transport == "tls" for a in interface.listen):
@@ -1092,8 +1097,9 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         with open(filename, encoding="utf-8") as stream:
             text = stream.read()
     except OSError as exc:
-        raise ConfigError(f"cannot read the file: {exc.strerror or exc}",
-                          filename=filename, line=1) from None
+        raise ConfigError(
+            f"cannot read the file: {exc.strerror or exc}", filename=filename, line=1
+        ) from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"not UTF-8 text: {exc.reason}", filename=filename, line=1) from None
     return parse_config(text, filename)

@@ -206,8 +206,11 @@ class Message:
     def header_values(self, name: str) -> list[str]:
         """Every header line of that name, in order (values are not split at commas)."""
         key = header_key(name)
+        keys = self._keys
+        if key not in keys:
+            return []
         lines = self._lines
-        return [_value(lines[i]) for i, k in enumerate(self._keys) if k == key]
+        return [_value(lines[i]) for i, k in enumerate(keys) if k == key]
 
     def has_header(self, name: str) -> bool:
         return header_key(name) in self._keys
@@ -324,7 +327,8 @@ class Message:
             i = self._keys.index("via")
         except ValueError:
             raise ParseError("missing Via header") from None
-        rest = split_commas(_value(self._lines[i]))[1:]
+        value = _value(self._lines[i])
+        rest = split_commas(value)[1:] if "," in value else None
         self._lines[i] = f"Via: {via}"
         if rest:
             self._keys.insert(i + 1, "via")

@@ -10,7 +10,7 @@ from sbc.sip.errors import ParseError
 
 # RFC 3261 §25.1: scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )
 _SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*")
-_WSP = frozenset(" \t\r\n")
+_WSP_RE = re.compile(r"[ \t\r\n]")
 _HOST_RE = re.compile(r"\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-.]+")
 
 
@@ -40,7 +40,7 @@ def parse_params(text: str, what: str) -> dict[str, str | None]:
 
 
 def format_params(params: dict[str, str | None]) -> str:
-    return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params.items())
+    return "".join([f";{k}" if v is None else f";{k}={v}" for k, v in params.items()])
 
 
 @dataclass(slots=True)
@@ -141,7 +141,7 @@ def _header_set(headers: str) -> frozenset[tuple[str, str]]:
 
 def parse_uri(text: str) -> Uri:
     """Parse an absolute URI; sip/sips strictly, tel loosely, anything else opaque."""
-    if not text or any(c in _WSP for c in text):
+    if not text or _WSP_RE.search(text) is not None:
         raise ParseError(f"URI {text[:60]!r} is empty or contains whitespace")
     scheme, rest = split_scheme(text)
     if scheme in ("sip", "sips"):

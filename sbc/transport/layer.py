@@ -241,7 +241,7 @@ class TransportLayer:
             and isinstance(message, Request)
         ):
             tcp = self._twin(peer, "tcp")
-            if tcp is not None and _set_top_via_transport(message, "TCP"):
+            if tcp is not None and _set_top_via_transport(message, "TCP", tcp.port):
                 peer = Peer("tcp", peer.host, peer.port, tcp.name)
                 data = bytes(message)
         self.send(peer, data, message)
@@ -403,15 +403,14 @@ def _grow_buffers(sock: socket.socket) -> None:
             pass
 
 
-def _set_top_via_transport(message: Request, transport: str) -> bool:
-    """Change the transport of the top Via (RFC 3261 §18.1.1); False when there is none."""
+def _set_top_via_transport(message: Request, transport: str, port: int) -> bool:
+    """Move the top Via to `transport` and our listener's `port` for it (RFC 3261 §18.1.1:
+    the sent-by must name where responses on that transport reach us); False when there is
+    no Via."""
     try:
         via = message.via
     except ParseError:
         return False
-    if via.transport.upper() != transport:
-        message.replace_top_via(dataclasses.replace(via, transport=transport))
+    if via.transport.upper() != transport or via.port != port:
+        message.replace_top_via(dataclasses.replace(via, transport=transport, port=port))
     return True
-
-
-__all__ = ["TransportLayer", "Listener", "ListenerError", "UDP_REQUEST_LIMIT"]

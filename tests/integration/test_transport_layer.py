@@ -226,9 +226,12 @@ def test_rfc3261_18_1_1_large_udp_request_goes_over_tcp_with_via_rewritten(run: 
     async def scenario() -> None:
         inbox = Inbox()
         port, remote_port = free_port(HOST), free_port(HOST)
+        tcp_port = free_port(HOST, avoid=(port, remote_port))
         remote = TcpPeer()
         await remote.start(HOST, remote_port)
-        layer = await start_layer(interface("internal", f"udp:{port}", f"tcp:{port}"), inbox=inbox)
+        layer = await start_layer(
+            interface("internal", f"udp:{port}", f"tcp:{tcp_port}"), inbox=inbox
+        )
         try:
             big = sip_request(
                 "MESSAGE",
@@ -244,6 +247,7 @@ def test_rfc3261_18_1_1_large_udp_request_goes_over_tcp_with_via_rewritten(run: 
             await remote.wait_for(1)
             arrived = parse(remote.received[0])
             assert arrived.via.transport == "TCP"
+            assert arrived.via.port == tcp_port, "sent-by names where TCP reaches us"
             assert arrived.via.branch == parse(big).via.branch
             assert arrived.body == b"x" * 1400
             # A small request still goes over UDP.

@@ -48,9 +48,7 @@ def test_check_config_ok(capsys: pytest.CaptureFixture[str]) -> None:
     assert captured.err == ""
 
 
-def test_check_config_reports_errors(
-    bad_config: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_check_config_reports_errors(bad_config: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["check-config", str(bad_config)]) == 1
     captured = capsys.readouterr()
     assert captured.out == ""
@@ -120,12 +118,18 @@ def test_console_script_check_config(bad_config: Path) -> None:
     script = sbc_command()
     ok = subprocess.run(
         [str(script), "check-config", str(DEFAULT)],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert (ok.returncode, ok.stdout) == (0, f"{DEFAULT}: ok\n"), ok.stderr
     bad = subprocess.run(
         [str(script), "check-config", str(bad_config)],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert bad.returncode == 1
     assert bad.stderr == f"{bad_config}:3: media.timeout: expected a number, got str\n"
@@ -134,6 +138,10 @@ def test_console_script_check_config(bad_config: Path) -> None:
 def test_python_dash_m_sbc() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "sbc", "check-config", str(DEFAULT)],
-        capture_output=True, text=True, timeout=60, check=False, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=ROOT,
     )
     assert (result.returncode, result.stdout) == (0, f"{DEFAULT}: ok\n"), result.stderr

@@ -90,8 +90,15 @@ def test_reserved_field_names_do_not_overwrite_the_header(output: io.StringIO) -
 
 
 @pytest.mark.parametrize(
-    "key", ["password", "auth_password", "secret", "client_secret", "authorization",
-            "Proxy_Authorization"]
+    "key",
+    [
+        "password",
+        "auth_password",
+        "secret",
+        "client_secret",
+        "authorization",
+        "Proxy_Authorization",
+    ],
 )
 def test_secret_fields_are_masked(output: io.StringIO, key: str) -> None:
     get_logger("trunks").info("register", **{key: "hunter2", "user": "alice"})
@@ -118,8 +125,14 @@ def test_authorization_headers_inside_a_message_are_masked(output: io.StringIO) 
 
 def test_json_format(output: io.StringIO) -> None:
     configure("info", "json", output)
-    get_logger("transport").info("listener.started", addr="127.0.0.1:5060", port=5060,
-                                 call="x1", password="p", extra=("a", 1))
+    get_logger("transport").info(
+        "listener.started",
+        addr="127.0.0.1:5060",
+        port=5060,
+        call="x1",
+        password="p",
+        extra=("a", 1),
+    )
     (line,) = lines(output)
     record = json.loads(line)
     assert list(record)[:5] == ["ts", "level", "logger", "event", "call"]
@@ -158,8 +171,11 @@ def test_reconfigure_replaces_the_handler(output: io.StringIO) -> None:
 def test_foreign_stdlib_records_are_formatted_too(output: io.StringIO) -> None:
     logging.getLogger("asyncio").error("Task %s was destroyed", "t1")
     (line,) = lines(output)
-    assert re.fullmatch(rf'ts={TS} level=error logger=asyncio event=log '
-                        r'msg="Task t1 was destroyed"', line), line
+    assert re.fullmatch(
+        rf"ts={TS} level=error logger=asyncio event=log "
+        r'msg="Task t1 was destroyed"',
+        line,
+    ), line
 
 
 def test_exception_is_logged_on_one_line(output: io.StringIO) -> None:
