@@ -30,14 +30,20 @@ def split_commas(value: str) -> list[str]:
     """Split a header value at commas that are outside quotes and angle brackets."""
     if "," not in value:
         return [value]
+    return _split_outside(value, ",", brackets=True)
+
+
+def _split_outside(text: str, sep: str, *, brackets: bool, strict: bool = False) -> list[str]:
+    """Split at `sep` outside quoted strings (and outside <...> when `brackets`); `strict`
+    rejects an unterminated quoted string."""
     parts: list[str] = []
     depth = 0
     quoted = False
     start = 0
     i = 0
-    n = len(value)
+    n = len(text)
     while i < n:
-        c = value[i]
+        c = text[i]
         if quoted:
             if c == "\\":
                 i += 1
@@ -45,15 +51,17 @@ def split_commas(value: str) -> list[str]:
                 quoted = False
         elif c == '"':
             quoted = True
-        elif c == "<":
+        elif brackets and c == "<":
             depth += 1
-        elif c == ">":
+        elif brackets and c == ">":
             depth = max(0, depth - 1)
-        elif c == "," and depth == 0:
-            parts.append(value[start:i])
+        elif c == sep and depth == 0:
+            parts.append(text[start:i])
             start = i + 1
         i += 1
-    parts.append(value[start:])
+    if quoted and strict:
+        raise ParseError("unterminated quoted string")
+    parts.append(text[start:])
     return parts
 
 
@@ -69,37 +77,13 @@ def _split_params(text: str, what: str) -> dict[str, str | None]:
     if '"' not in text:
         return parse_params(text[1:], what)
     params: dict[str, str | None] = {}
-    for part in _split_outside_quotes(text[1:], ";"):
+    for part in _split_outside(text[1:], ";", brackets=False, strict=True):
         name, eq, value = part.partition("=")
         name = name.strip(" \t").lower()
         if not name:
             raise ParseError(f"{what}: empty parameter")
         params[name] = value.strip(" \t") if eq else None
     return params
-
-
-def _split_outside_quotes(text: str, sep: str) -> list[str]:
-    parts: list[str] = []
-    quoted = False
-    start = 0
-    i = 0
-    while i < len(text):
-        c = text[i]
-        if quoted:
-            if c == "\\":
-                i += 1
-            elif c == '"':
-                quoted = False
-        elif c == '"':
-            quoted = True
-        elif c == sep:
-            parts.append(text[start:i])
-            start = i + 1
-        i += 1
-    if quoted:
-        raise ParseError("unterminated quoted string")
-    parts.append(text[start:])
-    return parts
 
 
 @dataclass(slots=True)
