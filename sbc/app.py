@@ -8,8 +8,12 @@ import gc
 import signal
 from collections.abc import Callable, Iterable
 
+from media.ports import PortPool
+from media.relay import MediaRelay
+from sbc.calls import CallAdapter
 from sbc.config import Config
 from sbc.log import get_logger
+from sbc.routing import Rejection, Router
 from sbc.sip.errors import ParseError
 from sbc.sip.framing import FramingError
 from sbc.sip.message import Request, Response, error_response, make_response, new_tag, parse
@@ -21,6 +25,7 @@ from sbc.sip.transaction import (
     ResponseReceived,
     Send,
     StrayResponse,
+    Terminated,
     TimedOut,
     TimerSettings,
     TransactionLayer,
@@ -67,6 +72,11 @@ class SignallingService:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
+        self.router = Router(config)
+        low, high = config.media.port_range
+        self.relay = MediaRelay(PortPool(low, high), timeout=config.media.timeout)
+        self.calls = CallAdapter(self.transactions, self.relay, self._handle, self._now)
+        self.calls.rearm = self._arm_timer
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -76,6 +86,8 @@ class SignallingService:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        await self.calls.close()
+        await self.relay.close()
         await self.transport.close()
 
     @property
@@ -139,16 +151,25 @@ class SignallingService:
             elif isinstance(action, RequestReceived):
                 self._answer(action, now)
             elif isinstance(action, AckReceived):
-                sip_log.debug("sip.ack_received", call_id=action.request.call_id)
-            elif isinstance(action, ResponseReceived | StrayResponse):
+                found = self.calls.for_request(action.request)
+                if found is not None:
+                    self.calls.ack(found, action.request, now)
+            elif isinstance(action, ResponseReceived):
+                if not self.calls.response(action.txn_key, action.response, now):
+                    sip_log.debug("sip.response_ignored", status=action.response.status)
+            elif isinstance(action, StrayResponse):
                 sip_log.debug("sip.response_ignored", status=action.response.status)
             elif isinstance(action, TimedOut | TransportFailed):
-                sip_log.warning(
-                    "sip.transaction_failed",
-                    kind=type(action).__name__,
-                    branch=action.txn_key.branch,
-                    method=action.txn_key.method,
-                )
+                kind = type(action).__name__
+                if not self.calls.failure(action.txn_key, kind, now):
+                    sip_log.warning(
+                        "sip.transaction_failed",
+                        kind=kind,
+                        branch=action.txn_key.branch,
+                        method=action.txn_key.method,
+                    )
+            elif isinstance(action, Terminated):
+                self.calls.transaction_ended(action.txn_key)
 
     def _answer(self, event: RequestReceived, now: float) -> None:
         request = event.request
@@ -159,7 +180,7 @@ class SignallingService:
         try:
             response = check_request(request, local_target=method == "OPTIONS")
             if response is None:
-                response = self._route(event)
+                response = self._route(event, now)
         except ParseError as err:
             response = error_response(bytes(request), err)
         if response is None:
@@ -169,20 +190,48 @@ class SignallingService:
         )
         self._handle(self.transactions.send_response(event.txn_key, response, now), now)
 
-    def _route(self, event: RequestReceived) -> Response | None:
-        """The answer a valid request gets until calls are routed (a later issue)."""
+    def _route(self, event: RequestReceived, now: float) -> Response | None:
+        """Hand the request to its call, start a new call, or answer it here."""
         request = event.request
         method = request.method
         if method == "ACK":
             return None
         if method == "CANCEL":
-            # RFC 3261 §9.2: the INVITE was already answered (we answer at once), so the
-            # CANCEL only gets its own 200; without a matching INVITE it gets 481.
+            # RFC 3261 §9.2: the call answers a CANCEL of its INVITE; once the INVITE has its
+            # final answer the CANCEL just gets 200; without a matching INVITE, 481.
             if event.cancel_target is None:
                 return make_response(request, 481, headers=self._server_header)
+            found = self.calls.for_transaction(event.cancel_target)
+            if found is not None:
+                self.calls.request(found, event.txn_key, request, event.source, now)
+                return None
             return make_response(request, 200, headers=self._server_header)
-        if request.to_tag is not None or method in _IN_DIALOG_METHODS:
+        if request.to_tag is not None:
+            found_dialog = self.calls.for_request(request)
+            if found_dialog is not None:
+                self.calls.request(found_dialog, event.txn_key, request, event.source, now)
+                return None
             return make_response(request, 481, headers=self._server_header)
+        if method in _IN_DIALOG_METHODS:
+            return make_response(request, 481, headers=self._server_header)
+        if method == "INVITE":
+            setup = self.router.route(request, event.source)
+            if isinstance(setup, Rejection):
+                sip_log.info(
+                    "call.rejected",
+                    status=setup.status,
+                    reason=setup.log_reason,
+                    source=str(event.source),
+                )
+                return make_response(
+                    request,
+                    setup.status,
+                    setup.reason,
+                    to_tag=new_tag(),
+                    headers=self._server_header,
+                )
+            self.calls.new_call(setup, event.txn_key, request, event.source, now)
+            return None
         if method == "OPTIONS":
             headers = [("Allow", ALLOW), ("Accept", ACCEPT), ("Supported", SUPPORTED)]
             headers.extend(self._server_header)
@@ -204,6 +253,9 @@ class SignallingService:
 
     def _arm_timer(self) -> None:
         deadline = self.transactions.next_deadline()
+        calls_deadline = self.calls.next_deadline()
+        if calls_deadline is not None and (deadline is None or calls_deadline < deadline):
+            deadline = calls_deadline
         if deadline == self._timer_at:
             return
         if self._timer is not None:
@@ -224,6 +276,7 @@ class SignallingService:
             now = deadline
         try:
             self._handle(self.transactions.on_timer(now), now)
+            self.calls.on_timer(now)
         except Exception:
             log.exception("timer.handler_failed")
         self._arm_timer()

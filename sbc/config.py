@@ -16,6 +16,7 @@ from typing import Any, NoReturn, TypeVar
 import yaml
 
 __all__ = [
+    "CallSettings",
     "Config",
     "ConfigError",
     "ConfigIssue",
@@ -43,6 +44,10 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 TRANSPORTS = ("udp", "tcp", "tls")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("kv", "json")
+PAI_MODES = ("pass", "strip")
+REFER_MODES = ("reject", "relay")
+# RFC 4028 §5: a Min-SE below 90 seconds is not allowed.
+MIN_SESSION_INTERVAL = 90
 DEFAULT_NODE = "sbc1"
 
 
@@ -144,10 +149,20 @@ class LogSettings:
 
 @dataclass(frozen=True, slots=True)
 class Pbx:
+    """A PBX the SBC serves. The settings after `trusted_sources` shape the leg facing it."""
+
     name: str
     interface: str
     address: SocketAddress
     trusted_sources: tuple[IPNetwork, ...] = ()
+    transport: str = "udp"
+    headers: tuple[str, ...] = ()  # lower-case names of extra headers that may cross to it
+    pai: str = "pass"  # P-Asserted-Identity toward the PBX (RFC 3325): trusted side
+    refer: str = "relay"
+    user_agent: str | None = None  # None: sip.user_agent
+    session_expires: int = 0  # PBXs refresh their own sessions
+    min_se: int = MIN_SESSION_INTERVAL
+    supports_100rel: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,10 +181,21 @@ class ProxyUri:
 
 @dataclass(frozen=True, slots=True)
 class Trunk:
+    """An ITSP gateway. The settings after `codecs` shape the leg facing it."""
+
     name: str
     interface: str
     proxy: ProxyUri
     codecs: tuple[str, ...] = ()
+    transport: str = "udp"  # the parser derives it from the proxy URI when not given
+    headers: tuple[str, ...] = ()  # lower-case names of extra headers that may cross to it
+    pai: str = "strip"  # P-Asserted-Identity toward the ITSP (RFC 3325): untrusted side
+    refer: str = "reject"
+    user_agent: str | None = None  # None: sip.user_agent
+    session_expires: int = 1800
+    min_se: int = MIN_SESSION_INTERVAL
+    supports_100rel: bool = True
+    from_domain: str | None = None  # host of From/To toward the trunk; None: see sbc.routing
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +247,11 @@ class MediaSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class CallSettings:
+    no_answer_timeout: float = 180.0  # seconds from INVITE to a final answer
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     interfaces: dict[str, Interface]
     node: str = DEFAULT_NODE
@@ -231,6 +262,7 @@ class Config:
     routes: Routes = field(default_factory=Routes)
     numbers: NumberRules = field(default_factory=NumberRules)
     media: MediaSettings = field(default_factory=MediaSettings)
+    calls: CallSettings = field(default_factory=CallSettings)
     source: str = ""
 
     def pbx(self, name: str) -> Pbx:
@@ -626,11 +658,32 @@ def _network(node: _Node) -> IPNetwork:
 
 # --------------------------------------------------------------------------- sections
 
-_TOP_KEYS = ("node", "log", "sip", "interfaces", "pbxs", "trunks", "routes", "numbers", "media")
+_TOP_KEYS = (
+    "node",
+    "log",
+    "sip",
+    "interfaces",
+    "pbxs",
+    "trunks",
+    "routes",
+    "numbers",
+    "media",
+    "calls",
+)
 _IFACE_KEYS = ("listen", "advertise", "media_address", "tls")
 _TLS_KEYS = ("cert", "key", "ca", "verify_peer")
-_PBX_KEYS = ("name", "interface", "address", "trusted_sources")
-_TRUNK_KEYS = ("name", "interface", "proxy", "codecs")
+_LEG_KEYS = (
+    "transport",
+    "headers",
+    "pai",
+    "refer",
+    "user_agent",
+    "session_expires",
+    "min_se",
+    "100rel",
+)
+_PBX_KEYS = ("name", "interface", "address", "trusted_sources", *_LEG_KEYS)
+_TRUNK_KEYS = ("name", "interface", "proxy", "codecs", *_LEG_KEYS, "from_domain")
 
 
 def _read_log(top: _Section) -> LogSettings:
@@ -832,8 +885,24 @@ def _read_pbxs(
                     trusted.append(_network(source))
                 except _Invalid:
                     pass
+        leg = _read_leg(section, _PBX_LEG_DEFAULTS)
         if name and interface and address is not None:
-            pbxs.append(Pbx(name, interface, address, tuple(trusted)))
+            pbxs.append(
+                Pbx(
+                    name,
+                    interface,
+                    address,
+                    tuple(trusted),
+                    transport=section.get("transport", _transport, "udp"),
+                    headers=leg.headers,
+                    pai=leg.pai,
+                    refer=leg.refer,
+                    user_agent=leg.user_agent,
+                    session_expires=leg.session_expires,
+                    min_se=leg.min_se,
+                    supports_100rel=leg.supports_100rel,
+                )
+            )
     return tuple(pbxs)
 
 
@@ -877,9 +946,127 @@ def _read_trunks(
         except _Invalid:
             proxy = None
         codecs: tuple[str, ...] = section.get("codecs", _read_codecs, ())
+        leg = _read_leg(section, _TRUNK_LEG_DEFAULTS)
+        transport = _trunk_transport(section, proxy)
+        from_domain = section.get("from_domain", _host, None)
         if name and interface and proxy is not None:
-            trunks.append(Trunk(name, interface, proxy, codecs))
+            trunks.append(
+                Trunk(
+                    name,
+                    interface,
+                    proxy,
+                    codecs,
+                    transport=transport,
+                    headers=leg.headers,
+                    pai=leg.pai,
+                    refer=leg.refer,
+                    user_agent=leg.user_agent,
+                    session_expires=leg.session_expires,
+                    min_se=leg.min_se,
+                    supports_100rel=leg.supports_100rel,
+                    from_domain=from_domain,
+                )
+            )
     return tuple(trunks)
+
+
+@dataclass(frozen=True, slots=True)
+class _LegSettings:
+    """The per-leg keys pbxs and trunks share (their defaults differ per side)."""
+
+    headers: tuple[str, ...] = ()
+    pai: str = "pass"
+    refer: str = "relay"
+    user_agent: str | None = None
+    session_expires: int = 0
+    min_se: int = MIN_SESSION_INTERVAL
+    supports_100rel: bool = True
+
+
+_PBX_LEG_DEFAULTS = _LegSettings(pai="pass", refer="relay", session_expires=0)
+_TRUNK_LEG_DEFAULTS = _LegSettings(pai="strip", refer="reject", session_expires=1800)
+
+_HEADER_NAME_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")  # RFC 3261 §25.1 token
+# Headers each leg builds for itself (dialog, transaction, routing, RFC 4028/3262 state) or
+# that have their own setting: letting the other leg's copy across would break the leg or
+# leak its topology.
+_LEG_OWNED_HEADERS = frozenset(
+    "via from to call-id cseq contact route record-route max-forwards content-length"
+    " content-type session-expires min-se supported require rseq rack".split()
+)
+
+
+def _read_leg(section: _Section, defaults: _LegSettings) -> _LegSettings:
+    leg = _LegSettings(
+        headers=section.get("headers", _read_header_names, defaults.headers),
+        pai=section.get("pai", lambda n: n.choice(PAI_MODES), defaults.pai),
+        refer=section.get("refer", lambda n: n.choice(REFER_MODES), defaults.refer),
+        user_agent=section.get("user_agent", _Node.string, defaults.user_agent),
+        session_expires=section.get(
+            "session_expires", lambda n: n.integer(0), defaults.session_expires
+        ),
+        min_se=section.get("min_se", lambda n: n.integer(MIN_SESSION_INTERVAL), defaults.min_se),
+        supports_100rel=section.get("100rel", _Node.boolean, defaults.supports_100rel),
+    )
+    if 0 < leg.session_expires < leg.min_se and section.has("session_expires"):
+        # RFC 4028 §4: a Session-Expires below the Min-SE would only earn a 422.
+        section.node("session_expires").error(
+            f"must be 0 (no session timer) or at least min_se ({leg.min_se})"
+        )
+    return leg
+
+
+def _read_header_names(node: _Node) -> tuple[str, ...]:
+    names: list[str] = []
+    for item in _items(node):
+        try:
+            name = item.string().strip()
+        except _Invalid:
+            continue
+        key = name.lower()
+        if not _HEADER_NAME_RE.match(name):
+            item.error(f"'{name}' is not a header name (e.g. Diversion, X-Account)")
+        elif len(key) == 1:
+            item.error(f"'{name}' is a compact form: write the full header name")
+        elif key == "p-asserted-identity":
+            item.error(f"'{name}' has its own setting: use pai: pass")
+        elif key in _LEG_OWNED_HEADERS:
+            item.error(f"'{name}' is built by the SBC on each leg and cannot be passed across")
+        elif key not in names:
+            names.append(key)
+    return tuple(names)
+
+
+def _transport(node: _Node) -> str:
+    return node.choice(TRANSPORTS)
+
+
+def _host(node: _Node) -> str:
+    value = node.string().strip()
+    if not _is_host(value):
+        node.fail(f"'{value}' is neither an IP address nor a host name")
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        return value
+
+
+def _trunk_transport(section: _Section, proxy: ProxyUri | None) -> str:
+    """The `transport` key, else what the proxy URI implies (RFC 3261 §19.1.2: sips is TLS)."""
+    implied = None
+    if proxy is not None:
+        implied = proxy.transport or ("tls" if proxy.scheme == "sips" else None)
+    if section.data.get("transport") is None:
+        return implied or "udp"
+    node = section.node("transport")
+    try:
+        transport = _transport(node)
+    except _Invalid:
+        return implied or "udp"
+    if proxy is not None and implied is not None and transport != implied:
+        given = f"transport={implied}" if proxy.transport else "the sips: scheme"
+        node.error(f"'{transport}' contradicts {given} in the proxy URI '{proxy}'")
+    return transport
 
 
 def _reference(node: _Node, known: Sequence[str], what: str) -> str:
@@ -998,6 +1185,18 @@ def _read_media(top: _Section) -> MediaSettings:
     )
 
 
+def _read_calls(top: _Section) -> CallSettings:
+    section = _optional_section(top, "calls", ("no_answer_timeout",))
+    if section is None:
+        return CallSettings()
+    defaults = CallSettings()
+    return CallSettings(
+        no_answer_timeout=section.get(
+            "no_answer_timeout", _Node.positive_number, defaults.no_answer_timeout
+        ),
+    )
+
+
 # --------------------------------------------------------------------------- entry points
 
 
@@ -1052,6 +1251,7 @@ def parse_config(text: str, filename: str = "<config>") -> Config:
     routes = _read_routes(top, list(pbx_names), list(trunk_names))
     numbers = _read_numbers(top)
     media = _read_media(top)
+    calls = _read_calls(top)
     _check_tls_use(top, interfaces, trunks)
     if checker.issues:
         raise ConfigError(sorted(checker.issues, key=lambda issue: issue.line))
@@ -1065,6 +1265,7 @@ def parse_config(text: str, filename: str = "<config>") -> Config:
         routes=routes,
         numbers=numbers,
         media=media,
+        calls=calls,
         source=filename,
     )
 
@@ -1076,17 +1277,14 @@ def _check_tls_use(
     for interface in interfaces.values():
         if interface.tls is None or any(a.transport == "tls" for a in interface.listen):
             continue
-        if any(
-            trunk.interface == interface.name
-            and (trunk.proxy.scheme == "sips" or trunk.proxy.transport == "tls")
-            for trunk in trunks
-        ):
+        if any(trunk.interface == interface.name and trunk.transport == "tls" for trunk in trunks):
             continue
         line = _line_of(top, ("interfaces", interface.name, "tls"))
         top.checker.add(
             line,
             f"interfaces.{interface.name}.tls",
-            "given but unused: add a tls: listener or a sips:/transport=tls trunk, or remove it",
+            "given but unused: add a tls: listener or a trunk using TLS (sips:, transport=tls,"
+            " transport: tls), or remove it",
         )
 
 

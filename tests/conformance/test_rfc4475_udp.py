@@ -24,7 +24,8 @@ from tests.support.sipmsg import status_of
 CLIENT_HOST = "127.0.0.50"
 CLIENT_PORTS = (5060, 5050)
 # The final answer a valid request gets from the SBC as it stands (no routes yet).
-PROCESSED = {"OPTIONS": 200, "INVITE": 404, "REGISTER": 403, "MESSAGE": 404}
+# An INVITE from an address that is no configured PBX or trunk is refused 403 by routing.
+PROCESSED = {"OPTIONS": 200, "INVITE": 403, "REGISTER": 403, "MESSAGE": 404}
 CASES = manifest()
 
 

@@ -119,13 +119,15 @@ def test_stray_response_is_dropped_and_server_keeps_answering(sbc: SbcProcess) -
     assert status_of(udp_exchange(sip_request("OPTIONS", target), target)) == 200
 
 
-def test_invite_gets_100_then_404_retransmitted_until_acked(sbc: SbcProcess) -> None:
+def test_invite_from_unknown_source_gets_100_then_403_retransmitted_until_acked(
+    sbc: SbcProcess,
+) -> None:
     target = sbc.addr("internal", "udp")
     invite = sip_request("INVITE", target, branch="z9hG4bK-noack")
     with UdpClient() as client:
         client.send(invite, target)
-        replies = client.recv_until(lambda data: status_of(data) == 404)
-        assert [status_of(r) for r in replies] == [100, 404], replies
+        replies = client.recv_until(lambda data: status_of(data) == 403)
+        assert [status_of(r) for r in replies] == [100, 403], replies
         # No ACK: Timer G resends the final answer (RFC 3261 §17.2.1).
         again = client.recv(timeout=10 * T1)
         assert again == replies[-1]
@@ -137,8 +139,8 @@ def test_ack_stops_final_response_retransmissions(sbc: SbcProcess) -> None:
     invite = sip_request("INVITE", target, branch=branch, call_id="acked-call")
     with UdpClient() as client:
         client.send(invite, target)
-        replies = client.recv_until(lambda data: status_of(data) == 404)
-        assert [status_of(r) for r in replies] == [100, 404]
+        replies = client.recv_until(lambda data: status_of(data) == 403)
+        assert [status_of(r) for r in replies] == [100, 403]
         to_tag = re.search(r";tag=([^;\s]+)", header(replies[-1], "To") or "")
         assert to_tag is not None
         ack = sip_request(

@@ -1,5 +1,5 @@
 """SIPp against the real `sbc run` process: OPTIONS load on both interfaces and transports,
-and an INVITE that is answered 100 + 404 and ACKed (SIPp cannot do TLS in Debian's build:
+and an INVITE from no configured PBX that is answered 100 + 403 and ACKed (SIPp cannot do TLS in Debian's build:
 TLS is covered with Python's ssl client in test_sbc_signalling)."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ ITSP_HOST = "127.0.0.20"
 
 @pytest.fixture(scope="module")
 def sbc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SbcProcess]:
-    # T1 = 0.2 s: Timer G resends a 404 whose ACK was not absorbed well within the INVITE
+    # T1 = 0.2 s: Timer G resends a 403 whose ACK was not absorbed well within the INVITE
     # scenario's final 0.5 s pause.
     with SbcProcess(tmp_path_factory.mktemp("sbc"), ipv6=IPV6, sip={"t1": 0.2}) as process:
         yield process
@@ -78,7 +78,7 @@ def test_sipp_options_over_ipv6(sbc: SbcProcess, tmp_path: Path, transport: str)
 
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
-def test_sipp_invite_gets_100_then_404_and_ack_is_absorbed(
+def test_sipp_invite_from_unknown_source_gets_100_then_403_and_ack_is_absorbed(
     sbc: SbcProcess, tmp_path: Path, transport: str
 ) -> None:
     result = run_sipp(
@@ -94,7 +94,7 @@ def test_sipp_invite_gets_100_then_404_and_ack_is_absorbed(
     assert result.returncode == 0, result.describe()
     assert result.successful == 5, result.describe()
     # Had the server not matched the ACK to the INVITE transaction, Timer G would resend the
-    # 404 during the scenario's final pause and SIPp would answer it with another ACK,
+    # 403 during the scenario's final pause and SIPp would answer it with another ACK,
     # counted as a retransmission (checked: an ACK on another branch makes this 1 per call).
     assert result.count("Retransmissions") == 0, result.describe()
     assert result.count("DeadCallMsgs") == 0, result.describe()

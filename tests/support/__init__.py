@@ -1,6 +1,7 @@
 """Reusable helpers for integration tests: run the `sbc` process on loopback, talk raw SIP to
 it over UDP/TCP/TLS, and drive it with SIPp."""
 
+from tests.support.calls import CallLab, CallOutcome, SippRun, TracedMessage, sdp_media
 from tests.support.certs import make_self_signed_cert
 from tests.support.net import (
     StreamClient,
@@ -12,11 +13,18 @@ from tests.support.net import (
     udp_exchange,
 )
 from tests.support.process import SbcProcess, SbcStartError
+from tests.support.rtp import RtpEndpoint, RtpPacket, send_until_received
 from tests.support.sipmsg import sip_request
 from tests.support.sipp import SCENARIOS, SippResult, run_sipp
 
 __all__ = [
     "SCENARIOS",
+    "CallLab",
+    "CallOutcome",
+    "RtpEndpoint",
+    "RtpPacket",
+    "SippRun",
+    "TracedMessage",
     "SbcProcess",
     "SbcStartError",
     "SippResult",
@@ -25,6 +33,8 @@ __all__ = [
     "free_port",
     "ipv6_available",
     "make_self_signed_cert",
+    "sdp_media",
+    "send_until_received",
     "run_sipp",
     "sip_request",
     "tcp_exchange",

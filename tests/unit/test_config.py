@@ -177,6 +177,75 @@ def test_tls_paths_are_relative_to_the_config_file() -> None:
     assert tls.ca is None and tls.verify_peer is False
 
 
+TRUNK_LAST = "    codecs: [PCMU, PCMA, telephone-event]"
+PBX_LAST = "    trusted_sources: [127.0.0.1/32]"
+
+
+def test_leg_settings_default_per_side() -> None:
+    config = parse_config(BASE, FILE)
+    trunk, pbx = config.trunks[0], config.pbxs[0]
+    assert trunk.transport == "udp" and trunk.headers == () and trunk.from_domain is None
+    assert (trunk.pai, trunk.refer, trunk.user_agent) == ("strip", "reject", None)
+    assert (trunk.session_expires, trunk.min_se, trunk.supports_100rel) == (1800, 90, True)
+    assert pbx.transport == "udp" and pbx.headers == ()
+    assert (pbx.pai, pbx.refer, pbx.user_agent) == ("pass", "relay", None)
+    assert (pbx.session_expires, pbx.min_se, pbx.supports_100rel) == (0, 90, True)
+    assert config.calls.no_answer_timeout == 180.0
+
+
+def test_every_leg_setting_is_read() -> None:
+    trunk_keys = (
+        "\n    transport: tcp\n    headers: [Diversion, X-Account, diversion]\n    pai: pass"
+        "\n    refer: relay\n    user_agent: Edge/2\n    session_expires: 600\n    min_se: 120"
+        "\n    100rel: false\n    from_domain: itsp.example.net"
+    )
+    pbx_keys = (
+        "\n    transport: tcp\n    headers: [History-Info]\n    pai: strip\n    refer: reject"
+        "\n    user_agent: Edge/3\n    session_expires: 90\n    100rel: no"
+    )
+    text = edited(TRUNK_LAST, TRUNK_LAST + trunk_keys).replace(PBX_LAST, PBX_LAST + pbx_keys)
+    text += "calls: {no_answer_timeout: 42.5}\n"
+    config = parse_config(text, FILE)
+    trunk, pbx = config.trunks[0], config.pbxs[0]
+    assert trunk.transport == "tcp"
+    # Names are kept lower-case (header names are case-insensitive), once each.
+    assert trunk.headers == ("diversion", "x-account")
+    assert (trunk.pai, trunk.refer, trunk.user_agent) == ("pass", "relay", "Edge/2")
+    assert (trunk.session_expires, trunk.min_se, trunk.supports_100rel) == (600, 120, False)
+    assert trunk.from_domain == "itsp.example.net"
+    assert pbx.transport == "tcp" and pbx.headers == ("history-info",)
+    assert (pbx.pai, pbx.refer, pbx.user_agent) == ("strip", "reject", "Edge/3")
+    assert (pbx.session_expires, pbx.min_se, pbx.supports_100rel) == (90, 90, False)
+    assert config.calls.no_answer_timeout == 42.5
+
+
+@pytest.mark.parametrize(
+    ("proxy", "extra", "transport"),
+    [
+        ('"sip:itsp;transport=tcp"', "", "tcp"),
+        ('"sips:itsp"', "", "tls"),
+        ('"sip:itsp"', "\n    transport: tls", "tls"),
+        ('"sip:itsp;transport=tcp"', "\n    transport: tcp", "tcp"),
+    ],
+)
+def test_trunk_transport_defaults_to_what_the_proxy_uri_says(
+    proxy: str, extra: str, transport: str
+) -> None:
+    text = edited('"sip:127.0.0.1:5090"', proxy).replace(TRUNK_LAST, TRUNK_LAST + extra)
+    assert parse_config(text, FILE).trunks[0].transport == transport
+
+
+def test_from_domain_may_be_an_address() -> None:
+    text = edited(TRUNK_LAST, TRUNK_LAST + "\n    from_domain: '2001:DB8::1'")
+    assert parse_config(text, FILE).trunks[0].from_domain == "2001:db8::1"
+
+
+def test_session_timer_off_ignores_min_se() -> None:
+    text = edited(TRUNK_LAST, TRUNK_LAST + "\n    session_expires: 0\n    min_se: 300")
+    trunk = parse_config(text, FILE).trunks[0]
+    assert (trunk.session_expires, trunk.min_se) == (0, 300)
+
+
 # ----------------------------------------------------------------------------- each rule
 
 # (id, old text, new text, key, message fragment, text at the expected line or None = new)
@@ -604,6 +673,76 @@ CASES = [
         None,
     ),
     ("duplicate-yaml-key", "media:", "node: sbc2\nmedia:", "node", "duplicate key", "node: sbc2"),
+    *[
+        (f"trunk-{name}", TRUNK_LAST, f"{TRUNK_LAST}\n    {line}", f"trunks[0].{key}", msg, line)
+        for name, line, key, msg in [
+            ("transport", "transport: sctp", "transport", "'sctp' is not one of udp, tcp, tls"),
+            ("headers-type", "headers: Diversion", "headers", "expected a list, got str"),
+            ("header-name", "headers: ['X Account']", "headers[0]", "is not a header name"),
+            ("header-compact", "headers: [f]", "headers[0]", "compact form"),
+            ("header-owned", "headers: [Via]", "headers[0]", "built by the SBC on each leg"),
+            ("header-pai", "headers: [P-Asserted-Identity]", "headers[0]", "use pai: pass"),
+            ("pai", "pai: keep", "pai", "'keep' is not one of pass, strip"),
+            ("refer", "refer: forward", "refer", "'forward' is not one of reject, relay"),
+            ("user-agent", "user_agent: 7", "user_agent", "expected a string, got int"),
+            ("se-type", "session_expires: long", "session_expires", "expected an integer"),
+            ("se-negative", "session_expires: -1", "session_expires", "must be at least 0"),
+            ("se-below-min", "session_expires: 60", "session_expires", "at least min_se (90)"),
+            ("min-se", "min_se: 30", "min_se", "30 is out of range: must be at least 90"),
+            ("100rel", "100rel: sometimes", "100rel", "expected true or false, got str"),
+            ("from-domain", "from_domain: 'itsp..net'", "from_domain", "nor a host name"),
+            ("unknown", "from_domian: x", "from_domian", "did you mean 'from_domain'?"),
+        ]
+    ],
+    *[
+        (f"pbx-{name}", PBX_LAST, f"{PBX_LAST}\n    {line}", f"pbxs[0].{key}", msg, line)
+        for name, line, key, msg in [
+            ("transport", "transport: ws", "transport", "'ws' is not one of udp, tcp, tls"),
+            ("headers", "headers: [Contact]", "headers[0]", "built by the SBC on each leg"),
+            ("pai", "pai: yes", "pai", "expected a string, got bool"),
+            ("refer", "refer: relai", "refer", "(did you mean 'relay'?)"),
+            (
+                "se-below-min",
+                "session_expires: 100\n    min_se: 120",
+                "session_expires",
+                "at least min_se (120)",
+            ),
+            ("100rel", "100rel: 1", "100rel", "expected true or false, got int"),
+            ("from-domain", "from_domain: pbx.lan", "from_domain", "unknown key"),
+        ]
+    ],
+    (
+        "trunk-transport-contradicts-proxy",
+        '"sip:127.0.0.1:5090"',
+        '"sip:127.0.0.1:5090;transport=tcp"\n    transport: udp',
+        "trunks[0].transport",
+        "'udp' contradicts transport=tcp in the proxy URI",
+        "    transport: udp",
+    ),
+    (
+        "trunk-transport-contradicts-sips",
+        '"sip:127.0.0.1:5090"',
+        '"sips:127.0.0.1:5090"\n    transport: tcp',
+        "trunks[0].transport",
+        "'tcp' contradicts the sips: scheme",
+        "    transport: tcp",
+    ),
+    (
+        "no-answer-timeout",
+        "media: {port_range",
+        "calls: {no_answer_timeout: 0}\nmedia: {port_range",
+        "calls.no_answer_timeout",
+        "must be a positive number, got 0",
+        None,
+    ),
+    (
+        "calls-unknown-key",
+        "media: {port_range",
+        "calls: {ring_timeout: 30}\nmedia: {port_range",
+        "calls.ring_timeout",
+        "unknown key",
+        None,
+    ),
 ]
 
 
@@ -721,3 +860,16 @@ def test_config_error_from_a_single_message() -> None:
         "'sip:itsp' has no host:port", filename="a.yaml", line=14, key="trunks[1].proxy"
     )
     assert str(error) == "a.yaml:14: trunks[1].proxy: 'sip:itsp' has no host:port"
+
+
+def test_shipped_files_spell_out_the_leg_settings() -> None:
+    default = load_config(ROOT / "config" / "sbc.yaml")
+    assert default.calls.no_answer_timeout == 180.0
+    assert default.trunk("itsp-a").session_expires == 1800
+    assert default.pbx("main").refer == "relay"
+    production = load_config(ROOT / "config" / "examples" / "production.yaml")
+    tls, udp = production.trunk("itsp-tls"), production.trunk("itsp-udp")
+    assert (tls.transport, udp.transport) == ("tls", "udp")
+    assert tls.from_domain == udp.from_domain == "sip.itsp.example.net"
+    assert tls.pai == "strip" and tls.refer == "reject"
+    assert production.calls.no_answer_timeout == 120.0

@@ -1,0 +1,344 @@
+"""The asyncio side of calls: finds the Call a message belongs to, feeds it, and carries out
+what it asks (send through the transaction layer, open and steer relay ports, log the CDR).
+
+The decisions live in the sans-I/O Call (sbc.b2bua); this module only looks things up in
+dicts and moves events, so the per-message path stays a few lookups long.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+from collections.abc import Callable, Coroutine, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from media.relay import MediaRelay, MediaTimeout
+from media.session import Leg
+from sbc.b2bua import (
+    AllocateMedia,
+    Call,
+    CallAction,
+    CallEnded,
+    CallSetup,
+    CancelRequest,
+    DialogOpened,
+    LegId,
+    LocalEndpoint,
+    LogEvent,
+    ReleaseMedia,
+    SendRequest,
+    SendResponse,
+    SendStateless,
+    UpdateMedia,
+)
+from sbc.log import get_logger
+from sbc.sip.message import Request, Response
+from sbc.sip.peer import Peer
+from sbc.sip.transaction import Action, TransactionLayer, TxnKey
+
+log = get_logger("call")
+
+DialogKey = tuple[str, str, str]  # (Call-ID, local tag, remote tag)
+_MEDIA_LEG = {LegId.A: Leg.A, LegId.B: Leg.B}
+
+
+@dataclass(slots=True)
+class _Entry:
+    """A live call and every key the adapter filed it under (removed together at the end)."""
+
+    call: Call
+    setup: CallSetup
+    dialogs: list[DialogKey] = field(default_factory=list)
+    transactions: list[TxnKey] = field(default_factory=list)
+    media: bool = False
+    deadline: float | None = None
+
+
+class CallAdapter:
+    """Owns the live calls. `execute` is the SignallingService's way to run transaction-layer
+    actions (sends) it gets back from the layer."""
+
+    def __init__(
+        self,
+        transactions: TransactionLayer,
+        relay: MediaRelay,
+        execute: Callable[[Iterable[Action], float], None],
+        now: Callable[[], float],
+    ) -> None:
+        self.transactions = transactions
+        self.relay = relay
+        self._execute = execute
+        self._now = now
+        self.calls: dict[str, _Entry] = {}
+        self._by_dialog: dict[DialogKey, tuple[_Entry, LegId]] = {}
+        self._by_txn: dict[TxnKey, tuple[_Entry, LegId]] = {}
+        self._timers: list[tuple[float, int, str]] = []
+        self._seq = itertools.count()
+        self._tasks: set[asyncio.Task[None]] = set()
+        relay.on_timeout = self._media_timeout
+
+    def __len__(self) -> int:
+        return len(self.calls)
+
+    # ----- finding the call a message belongs to ------------------------------------------
+    def new_call(
+        self, setup: CallSetup, key: TxnKey, invite: Request, source: Peer, now: float
+    ) -> None:
+        settings = self.transactions.settings
+        call = Call(setup, key, invite, source, now, t1=settings.t1, t2=settings.t2)
+        entry = _Entry(call, setup)
+        self.calls[setup.call_key] = entry
+        self._file_txn(entry, LegId.A, key)
+        log.info(
+            "call.new",
+            call=setup.call_key,
+            direction=setup.direction,
+            caller=setup.caller,
+            callee=setup.callee_rewritten,
+            target=setup.targets[0].name if setup.targets else None,
+        )
+        self._run(entry, call.start(now), now)
+
+    def for_request(self, request: Request) -> tuple[_Entry, LegId] | None:
+        """The call and leg of an in-dialog request: our tag is its To tag (RFC 3261 §12.2.2)."""
+        to_tag = request.to_tag
+        if to_tag is None:
+            return None
+        return self._by_dialog.get((request.call_id, to_tag, request.from_tag or ""))
+
+    def for_transaction(self, key: TxnKey) -> tuple[_Entry, LegId] | None:
+        return self._by_txn.get(key)
+
+    # ----- inputs ---------------------------------------------------------------------------
+    def request(
+        self, found: tuple[_Entry, LegId], key: TxnKey, request: Request, source: Peer, now: float
+    ) -> None:
+        entry, leg = found
+        self._file_txn(entry, leg, key)
+        self._run(entry, entry.call.on_request(leg, key, request, source, now), now)
+
+    def ack(self, found: tuple[_Entry, LegId], request: Request, now: float) -> None:
+        entry, leg = found
+        self._run(entry, entry.call.on_ack(leg, request, now), now)
+
+    def response(self, key: TxnKey, response: Response, now: float) -> bool:
+        found = self._by_txn.get(key)
+        if found is None:
+            return False
+        entry, leg = found
+        self._run(entry, entry.call.on_response(leg, key, response, now), now)
+        return True
+
+    def failure(self, key: TxnKey, reason: str, now: float) -> bool:
+        found = self._by_txn.get(key)
+        if found is None:
+            return False
+        entry, leg = found
+        self._run(entry, entry.call.on_failure(leg, key, reason, now), now)
+        return True
+
+    def transaction_ended(self, key: TxnKey) -> None:
+        found = self._by_txn.pop(key, None)
+        if found is not None:
+            try:
+                found[0].transactions.remove(key)
+            except ValueError:
+                pass
+
+    def hangup_all(self, reason: str) -> None:
+        now = self._now()
+        for entry in list(self.calls.values()):
+            self._run(entry, entry.call.hangup(reason, now), now)
+
+    # ----- timers: one heap for all calls; the service arms one loop timer ----------------
+    def next_deadline(self) -> float | None:
+        timers = self._timers
+        while timers:
+            deadline, _, key = timers[0]
+            entry = self.calls.get(key)
+            if entry is not None and entry.deadline == deadline:
+                return deadline
+            heapq.heappop(timers)  # stale: the call ended or moved its deadline
+        return None
+
+    def on_timer(self, now: float) -> None:
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            deadline, _, key = heapq.heappop(timers)
+            entry = self.calls.get(key)
+            if entry is None or entry.deadline != deadline:
+                continue
+            entry.deadline = None
+            self._run(entry, entry.call.on_timer(now), now)
+
+    def _schedule(self, entry: _Entry) -> None:
+        deadline = entry.call.next_deadline()
+        if deadline != entry.deadline:
+            entry.deadline = deadline
+            if deadline is not None:
+                heapq.heappush(self._timers, (deadline, next(self._seq), entry.setup.call_key))
+
+    # ----- carrying out a call's actions -------------------------------------------------------
+    def _run(self, entry: _Entry, actions: list[CallAction], now: float) -> None:
+        call_key = entry.setup.call_key
+        for action in actions:
+            if isinstance(action, SendRequest):
+                dest = self._with_listener(entry, action.leg, action.dest)
+                key, sent = self.transactions.send_request(action.request, dest, now)
+                self._file_txn(entry, action.leg, key)
+                entry.call.request_sent(action.leg, action.tag, key)
+                self._execute(sent, now)
+            elif isinstance(action, SendResponse):
+                self._execute(
+                    self.transactions.send_response(action.key, action.response, now), now
+                )
+            elif isinstance(action, SendStateless):
+                dest = self._with_listener(entry, action.leg, action.dest)
+                self._execute(self.transactions.send_stateless(action.message, dest), now)
+            elif isinstance(action, CancelRequest):
+                self._execute(self.transactions.cancel(action.key, now), now)
+            elif isinstance(action, DialogOpened):
+                dialog = (action.call_id, action.local_tag, action.remote_tag)
+                self._by_dialog[dialog] = (entry, action.leg)
+                entry.dialogs.append(dialog)
+            elif isinstance(action, AllocateMedia):
+                self._spawn(self._allocate(entry, action.streams))
+            elif isinstance(action, UpdateMedia):
+                self._update_media(entry, action)
+            elif isinstance(action, ReleaseMedia):
+                self._release_media(entry)
+            elif isinstance(action, CallEnded):
+                self._end(entry, action)
+            elif isinstance(action, LogEvent):
+                log.info(action.event, call=call_key, **dict(action.fields))
+        if call_key in self.calls:
+            self._schedule(entry)
+
+    def _with_listener(self, entry: _Entry, leg: LegId, dest: Peer) -> Peer:
+        if dest.listener:
+            return dest
+        local = self._local(entry, leg)
+        return Peer(dest.transport or local.transport, dest.host, dest.port, local.listener)
+
+    @staticmethod
+    def _local(entry: _Entry, leg: LegId) -> LocalEndpoint:
+        if leg is LegId.A:
+            return entry.setup.a_local
+        return entry.setup.targets[0].local
+
+    def _file_txn(self, entry: _Entry, leg: LegId, key: TxnKey) -> None:
+        self._by_txn[key] = (entry, leg)
+        entry.transactions.append(key)
+
+    def _end(self, entry: _Entry, ended: CallEnded) -> None:
+        cdr = ended.cdr
+        key = entry.setup.call_key
+        log.info(
+            "call.ended",
+            call=key,
+            status=cdr.status,
+            ended_by=cdr.ended_by,
+            reason=cdr.reason,
+            a_call_id=cdr.a_call_id,
+            b_call_id=cdr.b_call_id,
+            target=cdr.target,
+            duration=round(cdr.end - cdr.answer, 3) if cdr.answer is not None else 0,
+        )
+        self.calls.pop(key, None)
+        for dialog in entry.dialogs:
+            if self._by_dialog.get(dialog, (None,))[0] is entry:
+                del self._by_dialog[dialog]
+        # Transactions still running (a BYE's 200 retransmissions, Timer K...) finish in the
+        # transaction layer; responses for them no longer find a call and are dropped.
+        for txn in entry.transactions:
+            if self._by_txn.get(txn, (None,))[0] is entry:
+                del self._by_txn[txn]
+        if entry.media:
+            self._release_media(entry)
+
+    # ----- media ------------------------------------------------------------------------
+    async def _allocate(self, entry: _Entry, streams: int) -> None:
+        setup = entry.setup
+        key = setup.call_key
+        try:
+            await self.relay.open_session(
+                key, streams, setup.a_local.media_address, setup.targets[0].local.media_address
+            )
+        except Exception as exc:  # ports exhausted, address not local...
+            log.error("media.allocate_failed", call=key, error=str(exc))
+            if key in self.calls:
+                now = self._now()
+                self._run(entry, entry.call.hangup("media allocation failed", now), now)
+            return
+        if key not in self.calls:  # the call ended while the ports were being bound
+            await self.relay.close_session(key)
+            return
+        entry.media = True
+        ends_a = _advertised(self.relay.endpoints(key, Leg.A), setup.a_local)
+        ends_b = _advertised(self.relay.endpoints(key, Leg.B), setup.targets[0].local)
+        now = self._now()
+        self._run(entry, entry.call.on_media_ready(ends_a, ends_b, now), now)
+        self._rearm()
+
+    def _update_media(self, entry: _Entry, action: UpdateMedia) -> None:
+        key = entry.setup.call_key
+        if not entry.media:
+            return
+        leg = _MEDIA_LEG[action.leg]
+        for index, remote in enumerate(action.remotes):
+            try:
+                self.relay.set_remote(key, index, leg, remote)
+            except Exception as exc:  # a stream the relay no longer has
+                log.warning("media.update_failed", call=key, stream=index, error=str(exc))
+
+    def _release_media(self, entry: _Entry) -> None:
+        if not entry.media:
+            return
+        entry.media = False
+        key = entry.setup.call_key
+        if key in self.relay:
+            self._spawn(self._close_media(key))
+
+    async def _close_media(self, key: str) -> None:
+        try:
+            stats = await self.relay.close_session(key)
+        except Exception as exc:
+            log.warning("media.release_failed", call=key, error=str(exc))
+            return
+        log.debug("media.released", call=key, legs=len(stats.legs))
+
+    def _media_timeout(self, timeout: MediaTimeout) -> None:
+        entry = self.calls.get(timeout.session)
+        if entry is None:
+            return
+        now = self._now()
+        self._run(entry, entry.call.on_media_timeout(now), now)
+        self._rearm()
+
+    # ----- plumbing -------------------------------------------------------------------------
+    rearm: Callable[[], None] | None = None
+
+    def _rearm(self) -> None:
+        if self.rearm is not None:
+            self.rearm()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _advertised(
+    endpoints: list[tuple[str, int] | None], local: LocalEndpoint
+) -> tuple[tuple[str, int] | None, ...]:
+    """Relay endpoints as SDP must name them: the advertised address behind NAT."""
+    if local.sdp_address is None:
+        return tuple(endpoints)
+    return tuple(None if e is None else (local.sdp_address, e[1]) for e in endpoints)

@@ -1,0 +1,450 @@
+"""Where a new INVITE goes (sans-I/O): who sent it, which number it dials after rewriting,
+which trunks or PBX take it, and what our side of each leg looks like (a CallSetup)."""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from urllib.parse import quote, unquote
+
+from sbc.b2bua.api import CallSetup, LegPolicy, LocalEndpoint, Target
+from sbc.config import Config, Interface, ListenAddress, NumberRule, Pbx, Trunk
+from sbc.sip.errors import ParseError
+from sbc.sip.message import Request
+from sbc.sip.peer import Peer
+from sbc.sip.uri import SipUri, TelUri, Uri
+
+__all__ = ["Rejection", "Router", "route"]
+
+# A dialled number this short that matches no route is taken as still being dialled.
+SHORTEST_COMPLETE_NUMBER = 3
+# RFC 3966 §5.1.1: visual separators carry no meaning in a telephone number.
+_VISUAL_SEPARATORS = str.maketrans("", "", "-.()")
+# RFC 3261 §25.1: user = 1*( unreserved / escaped / user-unreserved ); quote() always keeps
+# letters, digits and '_.-~'; the rest of these may also appear unescaped.
+_USER_SAFE = "!*'()&=+$,;?/"
+
+_Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Routing refused the INVITE: answer `status reason`; `log_reason` says why (for the
+    log only: it may name addresses the caller must not learn)."""
+
+    status: int
+    reason: str
+    log_reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Side:
+    """A PBX or trunk as routing sees it: its policy and our fixed endpoint toward it."""
+
+    kind: str  # 'pbx' | 'trunk'
+    name: str
+    interface: str
+    transport: str
+    policy: LegPolicy
+    user_agent: str | None
+    local: LocalEndpoint  # our side when we send to it (leg B); leg A uses the listener hit
+
+
+class Router:
+    """Routing decisions for one Config; build it once per (re)load, then `route` per INVITE.
+
+    `trunk_addresses` maps a trunk name to the IP addresses its requests may come from (the
+    caller resolves DNS names); a trunk it leaves out is known by its proxy host as written.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        trunk_addresses: Mapping[str, Iterable[str]] | None = None,
+        new_call_key: Callable[[], str] | None = None,
+    ) -> None:
+        self.config = config
+        self._new_key = new_call_key or (lambda: f"{config.node}-{secrets.token_hex(8)}")
+        self._interfaces = config.interfaces
+        for owner, interface in _referenced_interfaces(config):
+            if interface not in config.interfaces or not config.interfaces[interface].listen:
+                raise ValueError(f"{owner}: interface '{interface}' has no listener to use")
+        self._pbx_sides = {pbx.name: self._pbx_side(pbx) for pbx in config.pbxs}
+        self._trunk_sides = {trunk.name: self._trunk_side(trunk) for trunk in config.trunks}
+        # interface -> [(network, pbx)] and interface -> address -> trunks, in config order
+        self._pbx_sources: dict[str, list[tuple[_Network, Pbx]]] = {}
+        for pbx in config.pbxs:
+            sources = self._pbx_sources.setdefault(pbx.interface, [])
+            sources.extend((network, pbx) for network in pbx.trusted_sources)
+        addresses = trunk_addresses or {}
+        self._trunk_sources: dict[str, dict[str, list[Trunk]]] = {}
+        for trunk in config.trunks:
+            by_address = self._trunk_sources.setdefault(trunk.interface, {})
+            for address in addresses.get(trunk.name) or (trunk.proxy.host,):
+                by_address.setdefault(_normal_address(address), []).append(trunk)
+        self._leg_a_cache: dict[tuple[str, str, str], LocalEndpoint] = {}
+
+    # ------------------------------------------------------------------ the decision
+
+    def route(self, request: Request, source: Peer) -> CallSetup | Rejection:
+        """The CallSetup for a new INVITE from `source`, or why it is refused."""
+        interface = source.listener.split("/", 1)[0]
+        address = _normal_address(source.host)
+        trunk = self._trunk_source(interface, address, source)
+        pbx = self._pbx_source(interface, address)
+        if pbx is not None and trunk is not None and not _pbx_claims(source, pbx, trunk):
+            pbx = None
+        try:
+            if pbx is not None:
+                return self._outbound(request, source, interface, pbx)
+            if trunk is not None:
+                return self._inbound(request, source, interface, trunk)
+        except ParseError as err:
+            return Rejection(400, "Bad Request", f"malformed request: {err}")
+        return Rejection(
+            403,
+            "Forbidden",
+            f"source {source.host} on interface '{interface}' is no trusted PBX source"
+            " and no trunk",
+        )
+
+    def _outbound(
+        self, request: Request, source: Peer, interface: str, pbx: Pbx
+    ) -> CallSetup | Rejection:
+        callee = _called_number(request)
+        if isinstance(callee, Rejection):
+            return callee
+        rewritten = _rewrite(callee, self.config.numbers.outbound)
+        for outbound in self.config.routes.outbound:
+            if outbound.match.search(rewritten) is not None:
+                break
+        else:
+            return _no_route(callee, rewritten, "outbound")
+        caller = _caller(request)
+        targets = tuple(
+            self._trunk_target(self._trunk_sides[name], self.config.trunk(name), caller, rewritten)
+            for name in outbound.trunks
+        )
+        a_side = self._pbx_sides[pbx.name]
+        return self._setup(
+            "outbound", caller, callee, rewritten, source, interface, a_side, targets
+        )
+
+    def _inbound(
+        self, request: Request, source: Peer, interface: str, trunk: Trunk
+    ) -> CallSetup | Rejection:
+        callee = _called_number(request)
+        if isinstance(callee, Rejection):
+            return callee
+        rewritten = _rewrite(callee, self.config.numbers.inbound)
+        for inbound in self.config.routes.inbound:
+            if inbound.match.search(rewritten) is not None:
+                break
+        else:
+            return _no_route(callee, rewritten, "inbound")
+        caller = _caller(request)
+        pbx = self.config.pbx(inbound.pbx)
+        target = self._pbx_target(self._pbx_sides[pbx.name], pbx, caller, rewritten)
+        a_side = self._trunk_sides[trunk.name]
+        return self._setup(
+            "inbound", caller, callee, rewritten, source, interface, a_side, (target,)
+        )
+
+    def _setup(
+        self,
+        direction: str,
+        caller: str,
+        callee: str,
+        rewritten: str,
+        source: Peer,
+        interface: str,
+        a_side: _Side,
+        targets: tuple[Target, ...],
+    ) -> CallSetup:
+        return CallSetup(
+            call_key=self._new_key(),
+            direction=direction,
+            caller=caller,
+            callee=callee,
+            callee_rewritten=rewritten,
+            a_local=self._leg_a_local(source, interface, a_side),
+            a_policy=a_side.policy,
+            targets=targets,
+            no_answer_timeout=self.config.calls.no_answer_timeout,
+        )
+
+    # ------------------------------------------------------------------ who is calling
+
+    def _trunk_source(self, interface: str, address: str, source: Peer) -> Trunk | None:
+        trunks = self._trunk_sources.get(interface, {}).get(address)
+        if not trunks:
+            return None
+        # Two trunks of one ITSP often share a host (TLS primary, UDP fallback): the one
+        # using the transport the request came over is the one speaking.
+        for trunk in trunks:
+            if trunk.transport == source.transport:
+                return trunk
+        return trunks[0]
+
+    def _pbx_source(self, interface: str, address: str) -> Pbx | None:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return None
+        for network, pbx in self._pbx_sources.get(interface, ()):
+            if ip in network:
+                return pbx
+        return None
+
+    # ------------------------------------------------------------------ targets
+
+    def _trunk_target(self, side: _Side, trunk: Trunk, caller: str, number: str) -> Target:
+        proxy = trunk.proxy
+        scheme = "sips" if proxy.scheme == "sips" else "sip"
+        host = _uri_host(proxy.host)
+        user = _escape_user(number)
+        # Toward the ITSP the caller's identity is ours (topology hiding) unless the ITSP
+        # wants its own domain there.
+        from_host = (
+            _uri_host(trunk.from_domain) if trunk.from_domain else _uri_host(side.local.host)
+        )
+        to_host = _uri_host(trunk.from_domain) if trunk.from_domain else host
+        return Target(
+            kind="trunk",
+            name=trunk.name,
+            dest=Peer(side.transport, proxy.host, proxy.port),
+            request_uri=f"{scheme}:{user}@{host}:{proxy.port}{_transport_param(scheme, side)}",
+            to_uri=f"{scheme}:{user}@{to_host}",
+            from_uri=_user_uri(scheme, caller, from_host),
+            local=side.local,
+            policy=side.policy,
+        )
+
+    def _pbx_target(self, side: _Side, pbx: Pbx, caller: str, number: str) -> Target:
+        host = _uri_host(pbx.address.host)
+        user = _escape_user(number)
+        return Target(
+            kind="pbx",
+            name=pbx.name,
+            dest=Peer(side.transport, pbx.address.host, pbx.address.port),
+            request_uri=f"sip:{user}@{host}:{pbx.address.port}{_transport_param('sip', side)}",
+            to_uri=f"sip:{user}@{host}",
+            from_uri=_user_uri("sip", caller, _uri_host(side.local.host)),
+            local=side.local,
+            policy=side.policy,
+        )
+
+    # ------------------------------------------------------------------ our side of each leg
+
+    def _pbx_side(self, pbx: Pbx) -> _Side:
+        policy = LegPolicy(
+            codecs=(),
+            allowed_headers=pbx.headers,
+            pai=pbx.pai,
+            refer=pbx.refer,
+            supports_100rel=pbx.supports_100rel,
+            session_expires=pbx.session_expires,
+            min_se=pbx.min_se,
+        )
+        user_agent = pbx.user_agent or self.config.sip.user_agent
+        local = self._endpoint(pbx.interface, pbx.transport, pbx.address.host, user_agent)
+        return _Side("pbx", pbx.name, pbx.interface, pbx.transport, policy, user_agent, local)
+
+    def _trunk_side(self, trunk: Trunk) -> _Side:
+        policy = LegPolicy(
+            codecs=trunk.codecs,
+            allowed_headers=trunk.headers,
+            pai=trunk.pai,
+            refer=trunk.refer,
+            supports_100rel=trunk.supports_100rel,
+            session_expires=trunk.session_expires,
+            min_se=trunk.min_se,
+        )
+        user_agent = trunk.user_agent or self.config.sip.user_agent
+        local = self._endpoint(trunk.interface, trunk.transport, trunk.proxy.host, user_agent)
+        return _Side(
+            "trunk", trunk.name, trunk.interface, trunk.transport, policy, user_agent, local
+        )
+
+    def _endpoint(
+        self, interface_name: str, transport: str, remote: str, user_agent: str | None
+    ) -> LocalEndpoint:
+        """Our side toward `remote` over `transport`: the first listener of that transport
+        and of the remote's address family (a DNS name: any family), else of that
+        transport, else the interface's first listener."""
+        interface = self._interfaces[interface_name]
+        ipv6 = _ipv6(remote)
+        listen = interface.listen
+        chosen = (
+            _first(listen, lambda a: a.transport == transport and _ipv6(a.host) in (ipv6, None))
+            or _first(listen, lambda a: a.transport == transport)
+            or _first(listen, lambda a: _ipv6(a.host) in (ipv6, None))
+            or listen[0]
+        )
+        return _local(interface, transport, chosen, user_agent)
+
+    def _leg_a_local(self, source: Peer, interface_name: str, side: _Side) -> LocalEndpoint:
+        """Our side toward the caller: the listener the INVITE arrived on."""
+        key = (source.listener, source.transport, side.name)
+        local = self._leg_a_cache.get(key)
+        if local is not None:
+            return local
+        interface = self._interfaces[interface_name]
+        for address in interface.listen:
+            if address.transport == source.transport and (
+                _listener_name(interface_name, address) == source.listener
+            ):
+                local = _local(interface, source.transport, address, side.user_agent)
+                # Listener names come from our own config, so this cache stays small.
+                self._leg_a_cache[key] = local
+                return local
+        return self._endpoint(interface_name, source.transport, source.host, side.user_agent)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def route(
+    config: Config,
+    request: Request,
+    source: Peer,
+    trunk_addresses: Mapping[str, Iterable[str]] | None = None,
+) -> CallSetup | Rejection:
+    """One-off routing; long-lived code keeps a Router, which builds its lookups once."""
+    return Router(config, trunk_addresses).route(request, source)
+
+
+def _pbx_claims(source: Peer, pbx: Pbx, trunk: Trunk) -> bool:
+    """Whether a source both a trusted PBX range and a trunk address hold is the PBX: yes,
+    unless it comes from the trunk's own port (UDP peers usually send from it)."""
+    return source.port != trunk.proxy.port or source.port == pbx.address.port
+
+
+def _referenced_interfaces(config: Config) -> Iterable[tuple[str, str]]:
+    for pbx in config.pbxs:
+        yield f"pbx '{pbx.name}'", pbx.interface
+    for trunk in config.trunks:
+        yield f"trunk '{trunk.name}'", trunk.interface
+
+
+def _local(
+    interface: Interface, transport: str, address: ListenAddress, user_agent: str | None
+) -> LocalEndpoint:
+    host = interface.advertise or address.host
+    if ipaddress.ip_address(host).is_unspecified:
+        # A wildcard bind names no address a peer can reach; the config insists on a
+        # concrete media_address in that case, and it is an address of this host.
+        host = interface.media_address
+    return LocalEndpoint(
+        interface=interface.name,
+        transport=transport,
+        host=host,
+        port=address.port,
+        listener=_listener_name(interface.name, address),
+        media_address=interface.media_address,
+        user_agent=user_agent,
+        sdp_address=interface.advertise,
+    )
+
+
+def _listener_name(interface: str, address: ListenAddress) -> str:
+    # Same spelling as sbc.transport.listeners.listener_name (not imported: that package
+    # pulls in asyncio, and this module stays sans-I/O).
+    return f"{interface}/{address}"
+
+
+def _first(
+    items: Sequence[ListenAddress], test: Callable[[ListenAddress], bool]
+) -> ListenAddress | None:
+    for item in items:
+        if test(item):
+            return item
+    return None
+
+
+def _ipv6(host: str) -> bool | None:
+    """Whether `host` is an IPv6 address; None for a DNS name (family unknown)."""
+    try:
+        return ipaddress.ip_address(host).version == 6
+    except ValueError:
+        return None
+
+
+def _normal_address(host: str) -> str:
+    """One spelling per address: compressed IPv6, IPv4-mapped IPv6 as IPv4 (dual-stack
+    sockets report IPv4 peers that way), DNS names lower-cased."""
+    try:
+        ip = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return host.lower()
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ip)
+
+
+def _uri_host(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def _transport_param(scheme: str, side: _Side) -> str:
+    # UDP is the default of sip: and TLS is what sips: means (RFC 3261 §19.1.2).
+    if side.transport == "udp" or (scheme == "sips" and side.transport == "tls"):
+        return ""
+    return f";transport={side.transport}"
+
+
+def _escape_user(user: str) -> str:
+    return quote(user, safe=_USER_SAFE)
+
+
+def _user_uri(scheme: str, user: str, host: str) -> str:
+    return f"{scheme}:{_escape_user(user)}@{host}" if user else f"{scheme}:{host}"
+
+
+def _uri_user(uri: Uri) -> str | None:
+    """The user part (unescaped) of a sip:/sips: URI or the number of a tel: URI."""
+    if isinstance(uri, TelUri):
+        return uri.number.translate(_VISUAL_SEPARATORS)
+    if isinstance(uri, SipUri) and uri.user is not None:
+        user = unquote(uri.user)
+        if uri.params.get("user") == "phone":
+            # RFC 3261 §19.1.1: with user=phone the user part is a telephone-subscriber.
+            number, _, _ = user.partition(";")
+            return number.translate(_VISUAL_SEPARATORS)
+        return user
+    return None
+
+
+def _called_number(request: Request) -> str | Rejection:
+    """The dialled number: the Request-URI's user part, else (an INVITE addressed to the
+    SBC itself) the To URI's."""
+    ruri = request.ruri
+    if not isinstance(ruri, SipUri | TelUri):
+        return Rejection(416, "Unsupported URI Scheme", f"Request-URI scheme {ruri.scheme}")
+    number = _uri_user(ruri)
+    if number is None:
+        number = _uri_user(request.to.parsed_uri())
+    if not number:
+        return Rejection(484, "Address Incomplete", "no called number in Request-URI or To")
+    return number
+
+
+def _caller(request: Request) -> str:
+    return _uri_user(request.from_.parsed_uri()) or ""
+
+
+def _rewrite(number: str, rules: Sequence[NumberRule]) -> str:
+    for rule in rules:
+        rewritten = rule.apply(number)
+        if rewritten is not None:
+            return rewritten
+    return number
+
+
+def _no_route(callee: str, rewritten: str, direction: str) -> Rejection:
+    shown = callee if callee == rewritten else f"{callee} (rewritten {rewritten})"
+    if len(rewritten) < SHORTEST_COMPLETE_NUMBER:
+        return Rejection(484, "Address Incomplete", f"{direction} number {shown} is too short")
+    return Rejection(404, "No Route", f"no {direction} route matches {shown}")

@@ -1,0 +1,358 @@
+"""End-to-end calls through the real `sbc` process: a SIPp PBX (127.0.0.10) on the internal
+side and a SIPp ITSP (127.0.0.20) on the external side, in both directions, with busy, CANCEL,
+CANCEL/200 crossings, hold/resume, early media, 100rel, codec filtering, video, a silent ITSP
+and RTP through the relay. The last tests run the scenario pairs without the SBC to prove the
+scenarios themselves."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.calls import (
+    ITSP_HOST,
+    OUTBOUND_NUMBER,
+    PBX_HOST,
+    SBC_EXTERNAL,
+    SBC_INTERNAL,
+    CallLab,
+    CallOutcome,
+    MediaAddress,
+    RunningPair,
+    SippRun,
+    TracedMessage,
+    sdp_media,
+)
+from tests.support.rtp import RtpEndpoint, send_until_received
+from tests.support.sipp import SIPP
+
+pytestmark = pytest.mark.skipif(SIPP is None, reason="sipp (Debian sip-tester) is not installed")
+
+T1 = 0.05  # s: Timer B (64*T1 = 3.2 s) ends the silent-ITSP call quickly
+# H264 lets the video test's m=video through the trunk's codec filter.
+TRUNK_CODECS = ("PCMU", "PCMA", "telephone-event", "H264")
+# The race scenarios must drop (not abort on) a stray response SIPp sees while sending.
+RELAXED = ("-default_behaviors", "all,-abortunexp")
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CallLab]:
+    with CallLab(
+        tmp_path_factory.mktemp("calls"), sip={"t1": T1}, trunk_codecs=TRUNK_CODECS
+    ) as started:
+        yield started
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def is_invite(message: TracedMessage) -> bool:
+    return message.is_request and message.method == "INVITE"
+
+
+def first_received_invite(run: SippRun) -> TracedMessage:
+    invites = run.received_requests("INVITE")
+    assert invites, f"{run.role} received no INVITE\n{run.describe()}"
+    return invites[0]
+
+
+def final_invite_answer(run: SippRun) -> TracedMessage:
+    answers = [m for m in run.received_responses("INVITE") if m.status and m.status >= 200]
+    assert answers, f"{run.role} received no final answer to its INVITE\n{run.describe()}"
+    return answers[0]
+
+
+def only_media_at(body: str, host: str) -> list[MediaAddress]:
+    """The m= sections of `body`, after checking every address in it (c= and o=) is `host`."""
+    media = sdp_media(body)
+    assert media, f"no m= line in:\n{body}"
+    for section in media:
+        assert section.host == host, f"{section.kind} stream at {section.host}, not {host}:\n{body}"
+        assert section.port > 0, f"{section.kind} stream rejected (port 0):\n{body}"
+    for line in body.splitlines():
+        if line.startswith(("c=", "o=")):
+            assert line.split()[-1].split("/")[0] == host, f"{line!r} is not at {host}"
+    return media
+
+
+def assert_ok(outcome: CallOutcome) -> None:
+    assert outcome.ok, outcome.describe()
+
+
+# ---------------------------------------------------------------------------- basic calls
+
+
+def test_outbound_call_relayed_with_each_side_seeing_only_the_sbc(lab: CallLab) -> None:
+    outcome = lab.run_outbound("call_out_pbx.xml", "call_out_itsp.xml", pbx_args=("-d", "200"))
+    assert_ok(outcome)
+    invite = first_received_invite(outcome.itsp)
+    assert invite.first_line.startswith(f"INVITE sip:{OUTBOUND_NUMBER}@"), invite.first_line
+    offer = only_media_at(invite.body, SBC_EXTERNAL)
+    assert [m.kind for m in offer] == ["audio"]
+    assert "9" not in offer[0].formats and "G722" not in invite.body  # the trunk's filter
+    answer = only_media_at(final_invite_answer(outcome.pbx).body, SBC_INTERNAL)
+    assert answer[0].formats[0] == "0"
+    assert outcome.itsp.received_requests("ACK"), outcome.describe()
+    assert outcome.itsp.received_requests("BYE"), outcome.describe()
+    assert outcome.pbx.received_responses("BYE", 200), outcome.describe()
+
+
+def test_outbound_call_hung_up_by_the_itsp(lab: CallLab) -> None:
+    outcome = lab.run_outbound(
+        "call_itspbye_pbx.xml", "call_itspbye_itsp.xml", itsp_args=("-d", "200")
+    )
+    assert_ok(outcome)
+    assert len(outcome.pbx.received_requests("BYE")) >= 1, outcome.describe()
+    assert outcome.itsp.received_responses("BYE", 200), outcome.describe()
+
+
+def test_inbound_call_to_a_did_answered_by_the_pbx(lab: CallLab) -> None:
+    outcome = lab.run_inbound("call_in_itsp.xml", "call_in_pbx.xml", itsp_args=("-d", "200"))
+    assert_ok(outcome)
+    invite = first_received_invite(outcome.pbx)
+    assert "15557654321" in invite.first_line, invite.first_line
+    only_media_at(invite.body, SBC_INTERNAL)
+    only_media_at(final_invite_answer(outcome.itsp).body, SBC_EXTERNAL)
+    assert outcome.pbx.received_requests("BYE"), outcome.describe()
+
+
+# ---------------------------------------------------------------------------- failures
+
+
+def test_busy_itsp_486_reaches_the_pbx_and_both_legs_are_acked(lab: CallLab) -> None:
+    outcome = lab.run_outbound("call_busy_pbx.xml", "call_busy_itsp.xml")
+    assert_ok(outcome)
+    assert final_invite_answer(outcome.pbx).status == 486
+    assert outcome.itsp.received_requests("ACK"), "the SBC did not ACK the ITSP's 486"
+    # 486 is an answer, not a trunk failure (TRAPS 11): one INVITE only reached the ITSP.
+    assert len({m.header("Call-ID") for m in outcome.itsp.received_requests("INVITE")}) == 1
+
+
+def test_cancel_while_ringing_reaches_the_itsp(lab: CallLab) -> None:
+    outcome = lab.run_outbound(
+        "call_cancel_pbx.xml", "call_cancel_itsp.xml", pbx_args=("-d", "300")
+    )
+    assert_ok(outcome)
+    assert outcome.pbx.received_responses("CANCEL", 200), outcome.describe()
+    assert final_invite_answer(outcome.pbx).status == 487
+    assert outcome.itsp.received_requests("CANCEL"), outcome.describe()
+    assert outcome.itsp.received_requests("ACK"), "the SBC did not ACK the ITSP's 487"
+
+
+def _assert_no_call_left_up(outcome: CallOutcome) -> None:
+    """Whatever won the race, a 200 for an INVITE was followed by ACK and BYE on that leg."""
+    if outcome.itsp.sent_responses("INVITE", 200):
+        assert outcome.itsp.received_requests("ACK"), (
+            "ITSP's 200 never ACKed\n" + outcome.describe()
+        )
+        assert outcome.itsp.received_requests("BYE"), "ITSP's call left up\n" + outcome.describe()
+    if outcome.pbx.received_responses("INVITE", 200):
+        pbx_bye = outcome.pbx.received_requests("BYE") or [
+            m for m in outcome.pbx.sent if m.is_request and m.method == "BYE"
+        ]
+        assert pbx_bye, "the PBX leg was answered and never ended\n" + outcome.describe()
+    else:
+        assert final_invite_answer(outcome.pbx).status == 487, outcome.describe()
+
+
+def test_itsp_answer_crossing_the_cancel_is_acked_and_ended(lab: CallLab) -> None:
+    # The ITSP answers the CANCEL 200 and then the INVITE 200 instead of 487.
+    outcome = lab.run_outbound(
+        "call_race_pbx.xml", "call_race_itsp.xml", pbx_args=("-d", "200", *RELAXED)
+    )
+    assert_ok(outcome)
+    assert outcome.itsp.received_requests("CANCEL"), outcome.describe()
+    _assert_no_call_left_up(outcome)
+
+
+def test_pbx_cancel_crossing_the_relayed_answer_leaves_no_call_up(lab: CallLab) -> None:
+    outcome = lab.run_outbound("call_race_late_pbx.xml", "call_out_itsp.xml", pbx_args=RELAXED)
+    assert_ok(outcome)
+    cancel_answers = outcome.pbx.received_responses("CANCEL")
+    assert all(m.status in (200, 481) for m in cancel_answers), outcome.describe()
+    _assert_no_call_left_up(outcome)
+
+
+def test_silent_itsp_gives_the_pbx_408_after_timer_b(lab: CallLab) -> None:
+    timer_b_ms = int(64 * T1 * 1000)
+    outcome = lab.run_outbound(
+        "call_silent_pbx.xml", "call_silent_itsp.xml", itsp_args=("-d", str(timer_b_ms + 1500))
+    )
+    assert outcome.pbx.ok, outcome.describe()
+    assert final_invite_answer(outcome.pbx).status == 408
+    invites = outcome.itsp.received_requests("INVITE")
+    assert invites, outcome.describe()
+    # No provisional came back, so no CANCEL may follow (RFC 3261 §9.1).
+    assert not outcome.itsp.received_requests("CANCEL"), outcome.describe()
+
+
+# ---------------------------------------------------------------------------- SDP
+
+
+def test_hold_and_resume_directions_are_relayed(lab: CallLab) -> None:
+    outcome = lab.run_outbound("call_hold_pbx.xml", "call_hold_itsp.xml")
+    assert_ok(outcome)
+    offers = [only_media_at(m.body, SBC_EXTERNAL) for m in outcome.itsp.received_requests("INVITE")]
+    assert [o[0].direction for o in offers] == ["sendrecv", "sendonly", "sendrecv"]
+    answers = [
+        only_media_at(m.body, SBC_INTERNAL)
+        for m in outcome.pbx.received_responses("INVITE", 200)
+        if m.body
+    ]
+    assert [a[0].direction for a in answers[-2:]] == ["recvonly", "sendrecv"], outcome.describe()
+    # Each new offer toward the ITSP carries a higher o= version (RFC 3264 §8).
+    versions = [
+        int(line.split()[2])
+        for m in outcome.itsp.received_requests("INVITE")
+        for line in m.body.splitlines()
+        if line.startswith("o=")
+    ]
+    assert versions == sorted(versions) and len(set(versions)) == 3, versions
+
+
+def test_early_media_183_names_only_the_sbc(lab: CallLab) -> None:
+    outcome = lab.run_outbound("call_early_pbx.xml", "call_early_itsp.xml", pbx_args=("-d", "100"))
+    assert_ok(outcome)
+    early = outcome.pbx.received_responses("INVITE", 183)
+    assert early and early[0].body, outcome.describe()
+    media = only_media_at(early[0].body, SBC_INTERNAL)
+    final = only_media_at(final_invite_answer(outcome.pbx).body, SBC_INTERNAL)
+    assert media[0].port == final[0].port, "early and final media on different relay ports"
+
+
+def test_reliable_183_is_pracked_toward_the_itsp(lab: CallLab) -> None:
+    outcome = lab.run_outbound("call_prack_pbx.xml", "call_prack_itsp.xml", pbx_args=("-d", "100"))
+    assert_ok(outcome)
+    invite = first_received_invite(outcome.itsp)
+    pracks = outcome.itsp.received_requests("PRACK")
+    assert pracks, outcome.describe()
+    invite_cseq = (invite.header("CSeq") or "").split()[0]
+    assert pracks[0].header("RAck") == f"1 {invite_cseq} INVITE"
+    early = outcome.pbx.received_responses("INVITE", 183)
+    assert early, outcome.describe()
+    only_media_at(early[0].body, SBC_INTERNAL)
+    pbx_pracks = [m for m in outcome.pbx.sent if m.is_request and m.method == "PRACK"]
+    if "100rel" in (early[0].header("Require") or ""):
+        assert pbx_pracks and early[0].header("RSeq"), outcome.describe()
+    else:
+        assert not pbx_pracks
+
+
+def test_codec_not_allowed_by_the_trunk_never_reaches_the_itsp(lab: CallLab) -> None:
+    outcome = lab.run_outbound("call_codecs_pbx.xml", "call_out_itsp.xml", pbx_args=("-d", "100"))
+    assert_ok(outcome)
+    invite = first_received_invite(outcome.itsp)
+    offer = only_media_at(invite.body, SBC_EXTERNAL)
+    assert offer[0].formats == ("0", "101"), invite.body
+    assert "G722" not in invite.body and "rtpmap:9 " not in invite.body
+
+
+# ---------------------------------------------------------------------------- media
+
+
+def _relay_addresses(pair: RunningPair) -> tuple[list[MediaAddress], list[MediaAddress]]:
+    """(relay toward the PBX from the 200 it got, relay toward the ITSP from its INVITE)."""
+    answer = pair.wait_for_message(
+        "pbx", lambda m: m.direction == "received" and m.status == 200 and m.method == "INVITE"
+    )
+    invite = pair.wait_for_message("itsp", lambda m: m.direction == "received" and is_invite(m))
+    return sdp_media(answer.body), sdp_media(invite.body)
+
+
+def _check_stream(
+    pbx: RtpEndpoint, itsp: RtpEndpoint, toward_pbx: MediaAddress, toward_itsp: MediaAddress
+) -> None:
+    outbound = bytes(range(160))
+    sent, got = send_until_received(pbx, itsp, (toward_pbx.host, toward_pbx.port), outbound)
+    assert got.packet.payload == sent.payload and got.packet.payload_type == sent.payload_type
+    # Symmetric RTP: the relay sends from the address and port it advertised on that side.
+    assert got.source == (toward_itsp.host, toward_itsp.port), got.source
+    inbound = bytes(reversed(range(160)))
+    sent, got = send_until_received(itsp, pbx, (toward_itsp.host, toward_itsp.port), inbound)
+    assert got.packet.payload == sent.payload
+    assert got.source == (toward_pbx.host, toward_pbx.port), got.source
+
+
+def test_rtp_flows_both_ways_through_the_relay(lab: CallLab) -> None:
+    with (
+        RtpEndpoint(PBX_HOST, lab.pbx_rtp, ssrc=0x11110001) as pbx,
+        RtpEndpoint(ITSP_HOST, lab.itsp_rtp, ssrc=0x22220002) as itsp,
+        lab.outbound("call_out_pbx.xml", "call_out_itsp.xml", pbx_args=("-d", "3000")) as pair,
+    ):
+        toward_pbx, toward_itsp = _relay_addresses(pair)
+        assert toward_pbx[0].host == SBC_INTERNAL and toward_itsp[0].host == SBC_EXTERNAL
+        _check_stream(pbx, itsp, toward_pbx[0], toward_itsp[0])
+        outcome = pair.wait()
+    assert_ok(outcome)
+
+
+def test_audio_and_video_both_relayed(lab: CallLab) -> None:
+    with (
+        RtpEndpoint(PBX_HOST, lab.pbx_rtp) as pbx_audio,
+        RtpEndpoint(PBX_HOST, lab.pbx_video, payload_type=96) as pbx_video,
+        RtpEndpoint(ITSP_HOST, lab.itsp_rtp) as itsp_audio,
+        RtpEndpoint(ITSP_HOST, lab.itsp_video, payload_type=96) as itsp_video,
+        lab.outbound("call_video_pbx.xml", "call_video_itsp.xml", pbx_args=("-d", "3000")) as pair,
+    ):
+        toward_pbx, toward_itsp = _relay_addresses(pair)
+        assert [m.kind for m in toward_itsp] == ["audio", "video"]
+        assert [m.kind for m in toward_pbx] == ["audio", "video"]
+        for side, host in ((toward_pbx, SBC_INTERNAL), (toward_itsp, SBC_EXTERNAL)):
+            assert all(m.host == host and m.port > 0 for m in side), side
+            assert side[0].port != side[1].port
+        _check_stream(pbx_audio, itsp_audio, toward_pbx[0], toward_itsp[0])
+        _check_stream(pbx_video, itsp_video, toward_pbx[1], toward_itsp[1])
+        outcome = pair.wait()
+    assert_ok(outcome)
+
+
+# ---------------------------------------------------------------------------- scenario self-check
+
+# Pairs whose flow is the same end to end without the SBC in between.
+DIRECT_PAIRS = [
+    ("out", "call_out_pbx.xml", "call_out_itsp.xml", ()),
+    ("out", "call_itspbye_pbx.xml", "call_itspbye_itsp.xml", ()),
+    ("in", "call_in_itsp.xml", "call_in_pbx.xml", ()),
+    ("out", "call_busy_pbx.xml", "call_busy_itsp.xml", ()),
+    ("out", "call_cancel_pbx.xml", "call_cancel_itsp.xml", ("-d", "200")),
+    ("out", "call_race_pbx.xml", "call_race_itsp.xml", ("-d", "100", *RELAXED)),
+    ("out", "call_hold_pbx.xml", "call_hold_itsp.xml", ()),
+    ("out", "call_early_pbx.xml", "call_early_itsp.xml", ()),
+    ("out", "call_prack_pbx.xml", "call_prack_itsp.xml", ()),
+    ("out", "call_codecs_pbx.xml", "call_out_itsp.xml", ()),
+    ("out", "call_video_pbx.xml", "call_video_itsp.xml", ()),
+]
+
+
+@pytest.mark.parametrize(
+    ("direction", "caller", "callee", "args"),
+    DIRECT_PAIRS,
+    ids=[pair[1].removesuffix(".xml") for pair in DIRECT_PAIRS],
+)
+def test_scenario_pair_works_without_the_sbc(
+    tmp_path: Path, direction: str, caller: str, callee: str, args: tuple[str, ...]
+) -> None:
+    direct = CallLab(tmp_path, direct=True).start()
+    if direction == "out":
+        outcome = direct.run_outbound(caller, callee, pbx_args=args)
+    else:
+        outcome = direct.run_inbound(caller, callee, itsp_args=args)
+    assert_ok(outcome)
+
+
+def test_rtp_helper_reaches_the_peer_directly(tmp_path: Path) -> None:
+    direct = CallLab(tmp_path, direct=True).start()
+    with (
+        RtpEndpoint(PBX_HOST, direct.pbx_rtp) as pbx,
+        RtpEndpoint(ITSP_HOST, direct.itsp_rtp) as itsp,
+        direct.outbound("call_out_pbx.xml", "call_out_itsp.xml", pbx_args=("-d", "1000")) as pair,
+    ):
+        toward_pbx, toward_itsp = _relay_addresses(pair)
+        # Without the SBC each SDP names the other party itself.
+        assert (toward_pbx[0].host, toward_pbx[0].port) == (ITSP_HOST, direct.itsp_rtp)
+        assert (toward_itsp[0].host, toward_itsp[0].port) == (PBX_HOST, direct.pbx_rtp)
+        _check_stream(pbx, itsp, toward_pbx[0], toward_itsp[0])
+        outcome = pair.wait()
+    assert_ok(outcome)
