@@ -83,6 +83,13 @@ class SignallingService:
         await self.transport.start()
 
     async def close(self) -> None:
+        if self.calls.calls:
+            # End live calls on both legs (BYE with a Reason, 503 for those still ringing)
+            # rather than leave the PBX and the carrier holding calls nobody relays.
+            live = len(self.calls.calls)
+            self.calls.hangup_all("SBC shutting down")
+            log.info("sbc.calls_ended_on_shutdown", calls=live)
+            await asyncio.sleep(0)  # let the transports flush what was just sent
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

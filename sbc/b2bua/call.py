@@ -39,9 +39,6 @@ from sbc.b2bua.leg import (
     ALLOW,
     AwaitAck,
     Leg,
-    crossing_headers,
-    reason_header,
-    sanitized_reason,
 )
 from sbc.b2bua.sdp import SDP_TYPE, cross, remotes_of, same_session, sdp_of
 from sbc.b2bua.timer import SessionTimer, answer_timer, min_se, session_expires, supports_timer
@@ -68,6 +65,12 @@ from sbc.sip.message import Request, Response, make_response, new_tag
 from sbc.sip.peer import Peer, response_peer
 from sbc.sip.transaction import TxnKey, new_branch
 from sbc.sip.uri import SipUri, parse_uri
+from sbc.topology import (
+    asserted_identity,
+    crossing_headers,
+    reason_header,
+    sanitized_reason,
+)
 
 Actions = list[CallAction]
 
@@ -105,6 +108,7 @@ class _Out:
     peer_request: Request | None = None
     peer_source: Peer | None = None
     offer: bool = False  # it carried an offer (roll back on a non-2xx)
+    ack: SendStateless | None = None  # our ACK for its 2xx (an INVITE), sent again on resends
 
 
 class Call:
@@ -153,6 +157,8 @@ class Call:
         self._a_queue: list[Response] = []  # reliable 1xx waiting for the PRACK of the last
         self._out_by_tag: dict[str, _Out] = {}
         self._out_by_key: dict[TxnKey, _Out] = {}
+        # Per leg, the ACK for the 2xx to our last re-INVITE, by that INVITE's key.
+        self._reacks: dict[LegId, tuple[TxnKey, SendStateless]] = {}
         self._tags = itertools.count(1)
         self._media = "none"  # 'none' | 'allocating' | 'ready'
         self._after_media: list[Callable[[float], Actions]] = []
@@ -170,6 +176,9 @@ class Call:
             return self._reject(exc.status or 400, str(exc)[:100], now)
         a.learn_peer(invite)
         policy = a.policy
+        if "100rel" in invite.option_tags("Require") and not policy.supports_100rel:
+            # RFC 3262 §4: a UAS that will not send reliable provisionals must not pretend to.
+            return self._reject(420, "Bad Extension", now, [("Unsupported", "100rel")])
         timer, floor = answer_timer(
             invite, interval=policy.session_expires, minimum=policy.min_se, now=now
         )
@@ -241,9 +250,7 @@ class Call:
             interval = max(policy.session_expires, self._min_se_b)
             headers.append(("Session-Expires", str(interval)))
             headers.append(("Min-SE", str(max(policy.min_se, self._min_se_b, 90))))
-        if policy.pai == "pass":
-            for name in ("P-Asserted-Identity", "Privacy"):
-                headers.extend((name, value) for value in invite.header_values(name))
+        headers.extend(asserted_identity(invite, policy.pai, b.local.host))
         headers.extend(crossing_headers(invite, "INVITE", policy.allowed_headers))
         if body:
             headers.append(("Content-Type", SDP_TYPE))
@@ -292,7 +299,11 @@ class Call:
             return [self._answer(leg, key, request, status, _short(exc))]
 
     def _on_cancel(self, leg: Leg, key: TxnKey, request: Request, now: float) -> Actions:
-        actions: Actions = [SendResponse(leg.id, key, make_response(request, 200))]
+        # RFC 3261 §8.2.6.2: a response outside a dialog carries a To tag; §9.2: the one of
+        # the INVITE's response.
+        to_tag = self.a_tag if leg.id is LegId.A else None
+        ok = make_response(request, 200, to_tag=to_tag, headers=leg.agent_header("Server"))
+        actions: Actions = [SendResponse(leg.id, key, ok)]
         if leg.id is not LegId.A or self.phase is not Phase.SETUP or self.cancelled:
             return actions  # RFC 3261 §9.2: the INVITE was answered already; 200 is all
         actions.append(LogEvent("call.cancelled", (("by", "a"),)))
@@ -311,6 +322,9 @@ class Call:
             # is the call's own guard should it not.
             self._give_up_at = now + 64 * self.t1 + 5
             return actions
+        # Leg B may have answered already (a late offer waiting for relay ports): its dialog
+        # is confirmed and ends with ACK and BYE, not silently.
+        actions += self._bye(self.b, [reason_header("SIP", 487, "Caller gave up")])
         return actions + self._end(now)
 
     def _on_bye(self, leg: Leg, key: TxnKey, request: Request, now: float) -> Actions:
@@ -487,8 +501,9 @@ class Call:
             extra = [(n, v) for n, v in response.headers() if n.lower() in ("retry-after",)]
             actions.append(self._answer(leg, out.peer_key, request, mapped, text, extra))
             if status in (408, 481):
-                # §12.2.1.2: the other leg's dialog is gone; so is the call.
-                other.done = True
+                # §12.2.1.2: the other leg's dialog is gone; so is the call. After a 408 a
+                # BYE still goes there, best effort, in case only that request was lost.
+                other.done = other.done or status == 481
                 hdr = reason_header("SIP", status, "Far end dialog gone")
                 return actions + self._teardown(now, "b" if other.id is LegId.B else "a", hdr)
             return actions
@@ -497,7 +512,8 @@ class Call:
             ack = other.dialog.create_ack(
                 response.cseq.number, via=other.via(), branch=new_branch()
             )
-            actions.append(SendStateless(other.id, ack, self._dialog_dest(other)))
+            out.ack = SendStateless(other.id, ack, self._dialog_dest(other))
+            actions.append(out.ack)
         if other.timer is not None and method in ("INVITE", "UPDATE"):
             other.timer.refreshed(now, session_expires(response), uac=True)
         body: SessionDescription | None = None
@@ -558,14 +574,14 @@ class Call:
         late = self._b_late
         if leg.id is LegId.A and late is not None:
             # Initial late offer: leg B's 2xx offered, A answered in its ACK; now ACK leg B.
-            self._b_late = None
             b = self.b
             try:
                 out, b.origin = cross(answer, b.endpoints, _origin(b), answers=b.oa.remote_pending)
                 b.oa.local_answer(out)
             except (SdpError, OfferAnswerError):
                 hdr = reason_header("SIP", 488, "No usable answer")
-                return actions + self._teardown(now, "a", hdr)
+                return actions + self._teardown(now, "a", hdr)  # ACKs leg B, then BYE
+            self._b_late = None
             ack = late.create_ack(
                 via=b.via(),
                 branch=new_branch(),
@@ -587,17 +603,29 @@ class Call:
 
     def on_response(self, leg: LegId, key: TxnKey, response: Response, now: float) -> Actions:
         out = self._out_by_key.get(key)
-        if out is None or self.ended and out.purpose != "invite":
+        if out is None:
+            # A 2xx to a re-INVITE of ours resent (the transaction layer passes those on,
+            # RFC 6026 §7.2): our ACK was lost, so it goes again (RFC 3261 §13.2.2.4), or the
+            # far end ends the session once its 2xx retransmissions run out (§13.3.1.4).
+            reack = self._reacks.get(leg)
+            if reack is None or reack[0] != key or self.ended or response.status // 100 != 2:
+                return []
+            return [reack[1]]
+        if self.ended and out.purpose != "invite":
             return []
         if response.status >= 200 and out.purpose != "invite":
             del self._out_by_key[key]
         if out.purpose == "invite":
             return self._b_invite_response(response, now)
         if out.purpose == "relay":
-            return self._relayed_response(out, response, now)
-        if out.purpose == "refresh":
-            return self._refresh_response(out, response, now)
-        return []  # BYE, PRACK: nothing follows from their answers
+            actions = self._relayed_response(out, response, now)
+        elif out.purpose == "refresh":
+            actions = self._refresh_response(out, response, now)
+        else:
+            return []  # BYE, PRACK: nothing follows from their answers
+        if out.ack is not None:
+            self._reacks[out.leg.id] = (key, out.ack)
+        return actions
 
     def _b_invite_response(self, response: Response, now: float) -> Actions:
         status = response.status
@@ -910,11 +938,11 @@ class Call:
                 out.leg.oa.rollback() if out.leg.oa.offer_pending else None
                 leg.oa.rollback() if leg.oa.offer_pending else None
             actions.append(self._answer(leg, out.peer_key, out.peer_request, 408))
-            out.leg.done = True
+            # No answer at all (§12.2.1.2): end the call; the far leg still gets a BYE in
+            # case only this request was lost, so nothing is left billing there.
             hdr = reason_header("SIP", 408, "Far end not responding")
             return actions + self._teardown(now, out.leg.id.value, hdr)
         if out.purpose == "refresh":
-            out.leg.done = True
             hdr = reason_header("SIP", 408, "Session refresh failed")
             return self._teardown(now, out.leg.id.value, hdr)
         return []
@@ -1084,7 +1112,8 @@ class Call:
                 ack = leg.dialog.create_ack(
                     response.cseq.number, via=leg.via(), branch=new_branch()
                 )
-                actions.append(SendStateless(leg.id, ack, self._dialog_dest(leg)))
+                out.ack = SendStateless(leg.id, ack, self._dialog_dest(leg))
+                actions.append(out.ack)
             if out.offer:
                 try:
                     answer = sdp_of(response)
@@ -1099,7 +1128,7 @@ class Call:
         if out.offer and leg.oa.offer_pending:
             leg.oa.rollback()
         if status in (408, 481):
-            leg.done = True
+            leg.done = leg.done or status == 481  # after a 408 the BYE may still get there
             hdr = reason_header("SIP", status, "Session refresh failed")
             return actions + self._teardown(now, leg.id.value, hdr)
         if status == 422:
@@ -1133,11 +1162,34 @@ class Call:
             return []
         leg.done = True
         leg.two_xx = None
+        actions = self._ack_late_b() if leg is self.b else []
         try:
             bye = leg.new_request("BYE", headers)
         except DialogError:
+            return actions
+        return [*actions, self._send(leg, bye, "bye")]
+
+    def _ack_late_b(self) -> Actions:
+        """Leg B's 2xx offered (late offer) and leg A's answer never came: that 2xx still gets
+        its ACK, with a valid answer rejecting every stream, before the BYE that ends the
+        dialog (RFC 3261 §13.2.2.4); a BYE alone leaves the far side retransmitting its 2xx."""
+        late, self._b_late = self._b_late, None
+        if late is None:
             return []
-        return [self._send(leg, bye, "bye")]
+        b = self.b
+        headers = b.agent_header("User-Agent")
+        body = b""
+        offer = b.oa.remote_pending
+        if offer is not None:
+            try:
+                rejected, b.origin = cross(offer, (), _origin(b))  # no endpoints: all port 0
+                headers.append(("Content-Type", SDP_TYPE))
+                body = bytes(rejected)
+            except SdpError:
+                pass
+        ack = late.create_ack(via=b.via(), branch=new_branch(), headers=headers, body=body)
+        self._b_ack = ack
+        return [SendStateless(LegId.B, ack, self._dialog_dest_of(late))]
 
     def _final_or_end(self, now: float, status: int, text: str) -> Actions:
         if self.phase is Phase.SETUP and not self.cancelled:
@@ -1147,6 +1199,7 @@ class Call:
     def _end(self, now: float) -> Actions:
         if self.ended:
             return []
+        actions = self._answer_pending()
         self.ended = True
         self.phase = Phase.ENDED
         self._after_media.clear()
@@ -1168,7 +1221,18 @@ class Call:
             ended_by=self._ended_by,
             reason=self._end_reason,
         )
-        return [ReleaseMedia(), CallEnded(cdr)]
+        return [*actions, ReleaseMedia(), CallEnded(cdr)]
+
+    def _answer_pending(self) -> Actions:
+        """A final answer to every request still waiting for the other leg's: RFC 3261 §15.1.2
+        (487 to requests pending when the dialog ends); unanswered, their server transactions
+        would never finish."""
+        actions: Actions = []
+        for out in (*self._out_by_key.values(), *self._out_by_tag.values()):
+            if out.purpose == "relay" and out.peer_key is not None and out.peer_request:
+                leg = self._other(out.leg)
+                actions.append(self._answer(leg, out.peer_key, out.peer_request, 487))
+        return actions
 
     # ================================================================== responses to A
     def _reject(

@@ -1,6 +1,6 @@
 """One side of a call as the B2BUA keeps it: our endpoint and policy there, its dialog, its
 offer/answer state, the relay ports facing it, and what we retransmit or wait for on it.
-Also the few header rules both legs share (Via, Contact, which headers may cross)."""
+What may cross between legs is decided in sbc.topology."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from sbc.b2bua.api import LegId, LegPolicy, LocalEndpoint
 from sbc.b2bua.timer import SessionTimer
 from sbc.sdp import OfferAnswer, OriginState
 from sbc.sip.dialog import Dialog, ReliableProvisionalRetransmitter, TwoXXRetransmitter
-from sbc.sip.message import Message, Request, Response, header_key
+from sbc.sip.message import Message, Request
 from sbc.sip.peer import Peer
 from sbc.sip.transaction import TxnKey, new_branch
 
@@ -20,16 +20,6 @@ Endpoint = tuple[str, int]
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, PRACK, UPDATE, INFO, MESSAGE, NOTIFY, REFER"
 ACCEPT = "application/sdp"
-
-# Headers that describe the message body or the request itself and cross with it when the
-# method is relayed (RFC 6086 INFO packages, RFC 6665 events, RFC 3515 REFER, RFC 3326).
-_METHOD_HEADERS: dict[str, tuple[str, ...]] = {
-    "INFO": ("Info-Package", "Content-Disposition"),
-    "NOTIFY": ("Event", "Subscription-State"),
-    "REFER": ("Refer-To", "Referred-By", "Refer-Sub"),
-    "MESSAGE": ("Content-Disposition",),
-    "BYE": ("Reason",),
-}
 
 
 @dataclass(slots=True)
@@ -109,32 +99,3 @@ class Leg:
             )
         tags = message.option_tags("Supported") + message.option_tags("Require")
         self.peer_100rel = "100rel" in tags
-
-
-def crossing_headers(
-    message: Message, method: str, allowed: Iterable[str]
-) -> list[tuple[str, str]]:
-    """The headers of `message` that may cross to the other leg: those the method needs to
-    mean anything (Event for NOTIFY, Refer-To for REFER...) and those the operator allowed
-    for this side. Everything else stays on its own leg (topology hiding, TRAPS #6)."""
-    wanted = {header_key(name) for name in _METHOD_HEADERS.get(method, ())}
-    wanted.update(header_key(name) for name in allowed)
-    if not wanted:
-        return []
-    return [(name, value) for name, value in message.headers() if header_key(name) in wanted]
-
-
-def sanitized_reason(response: Response) -> str:
-    """The reason phrase from the other leg, without anything that could name its side: only
-    printable ASCII, at most 64 characters, and the standard phrase when it looked odd."""
-    text = response.reason
-    if not text or len(text) > 64 or not all(32 <= ord(c) < 127 for c in text):
-        return ""
-    if any(ch in text for ch in "@:/[]<>"):
-        return ""  # an address or URI in a reason phrase is a leak waiting to happen
-    return text
-
-
-def reason_header(protocol: str, cause: int, text: str) -> tuple[str, str]:
-    """An RFC 3326 Reason header."""
-    return ("Reason", f'{protocol};cause={cause};text="{text}"')

@@ -249,6 +249,58 @@ def test_codec_not_allowed_by_the_trunk_never_reaches_the_itsp(lab: CallLab) -> 
     assert "G722" not in invite.body and "rtpmap:9 " not in invite.body
 
 
+# ---------------------------------------------------------------------------- mid-call
+
+
+def test_refused_reinvite_is_relayed_and_the_call_survives(lab: CallLab) -> None:
+    # TRAPS 2: the ITSP's 488 reaches the PBX, nobody hangs up, and the call goes on (an
+    # INFO with a DTMF body still crosses) until the PBX's own BYE.
+    outcome = lab.run_outbound("call_reject_pbx.xml", "call_reject_itsp.xml")
+    assert_ok(outcome)
+    assert outcome.pbx.received_responses("INVITE", 488), outcome.describe()
+    reinvites = outcome.itsp.received_requests("INVITE")
+    assert len(reinvites) == 2 and "PCMA" in reinvites[1].body, outcome.describe()
+    info = outcome.itsp.received_requests("INFO")
+    assert info and info[0].header("Content-Type") == "application/dtmf-relay"
+    assert "Signal=5" in info[0].body
+    assert len(outcome.itsp.received_requests("BYE")) == 1
+    assert not outcome.pbx.received_requests("BYE"), "the SBC hung up on a refused re-INVITE"
+
+
+def test_refer_from_the_trunk_is_declined_by_policy(lab: CallLab) -> None:
+    # The default trunk policy is refer: reject (RFC 3515 transfer is not relayed): 603, and
+    # the PBX scenario (which expects only the ITSP's BYE) never sees a REFER.
+    outcome = lab.run_outbound("call_itspbye_pbx.xml", "call_refer_itsp.xml")
+    assert_ok(outcome)
+    assert outcome.itsp.received_responses("REFER", 603), outcome.describe()
+    assert not outcome.pbx.received_requests("REFER")
+
+
+def test_late_offer_answer_in_ack_reaches_the_itsp(lab: CallLab) -> None:
+    # RFC 3261 §13.2.1: INVITE without SDP, the ITSP offers in its 200, the PBX answers in
+    # its ACK, and the ITSP's ACK carries that answer rewritten to the relay.
+    outcome = lab.run_outbound("call_late_pbx.xml", "call_late_itsp.xml", pbx_args=("-d", "100"))
+    assert_ok(outcome)
+    assert not first_received_invite(outcome.itsp).body
+    only_media_at(final_invite_answer(outcome.pbx).body, SBC_INTERNAL)
+    acks = outcome.itsp.received_requests("ACK")
+    assert acks, outcome.describe()
+    only_media_at(acks[0].body, SBC_EXTERNAL)
+
+
+def test_itsp_that_vanishes_mid_call_is_torn_down_with_a_reason(lab: CallLab) -> None:
+    # The ITSP stops answering: the re-INVITE times out (Timer B, 64*T1), the PBX gets 408
+    # and then a BYE with an RFC 3326 Reason; the call does not linger.
+    outcome = lab.run_outbound(
+        "call_vanish_pbx.xml", "call_vanish_itsp.xml", timeout=15.0, callee_grace=8.0
+    )
+    assert outcome.pbx.ok, outcome.describe()
+    assert outcome.pbx.received_responses("INVITE", 408), outcome.describe()
+    byes = outcome.pbx.received_requests("BYE")
+    assert byes and "cause=408" in (byes[0].header("Reason") or ""), outcome.describe()
+    assert outcome.itsp.received_requests("BYE"), "the ITSP leg was not ended"
+
+
 # ---------------------------------------------------------------------------- media
 
 
@@ -323,6 +375,8 @@ DIRECT_PAIRS = [
     ("out", "call_prack_pbx.xml", "call_prack_itsp.xml", ()),
     ("out", "call_codecs_pbx.xml", "call_out_itsp.xml", ()),
     ("out", "call_video_pbx.xml", "call_video_itsp.xml", ()),
+    ("out", "call_reject_pbx.xml", "call_reject_itsp.xml", ()),
+    ("out", "call_late_pbx.xml", "call_late_itsp.xml", ()),
 ]
 
 
@@ -356,3 +410,27 @@ def test_rtp_helper_reaches_the_peer_directly(tmp_path: Path) -> None:
         _check_stream(pbx, itsp, toward_pbx[0], toward_itsp[0])
         outcome = pair.wait()
     assert_ok(outcome)
+
+
+# ---------------------------------------------------------------------------- shutdown
+
+
+def test_stopping_the_sbc_ends_live_calls_on_both_legs(tmp_path: Path) -> None:
+    # Neither the PBX nor the carrier may be left holding a call nobody relays: on SIGTERM
+    # the SBC sends BYE with a Reason on both legs before it exits.
+    with CallLab(tmp_path, sip={"t1": T1}) as own_lab:
+        with own_lab.outbound(
+            "call_itspbye_pbx.xml", "call_out_itsp.xml", itsp_args=("-d", "200")
+        ) as pair:
+            pair.wait_for_message(
+                "pbx",
+                lambda m: m.direction == "received" and m.status == 200 and m.method == "INVITE",
+            )
+            pair.wait_for_message("itsp", lambda m: m.direction == "received" and m.method == "ACK")
+            assert own_lab.sbc is not None
+            own_lab.sbc.stop()
+            outcome = pair.wait()
+    assert_ok(outcome)
+    for side in (outcome.pbx, outcome.itsp):
+        byes = side.received_requests("BYE")
+        assert byes and "cause=503" in (byes[0].header("Reason") or ""), outcome.describe()
