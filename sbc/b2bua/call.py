@@ -166,6 +166,7 @@ class Call:
         self._give_up_at: float | None = None  # leg B never finished after our CANCEL
         self._ended_by = "sbc"
         self._end_reason = ""
+        self._closing_at: float | None = None  # ended, but a BYE waits for an ACK (§15)
 
     # ================================================================== inputs: leg A setup
     def start(self, now: float) -> Actions:
@@ -266,6 +267,8 @@ class Call:
             return [SendResponse(leg_id, key, make_response(request, 481))]
         method = request.method
         leg = self._leg(leg_id)
+        if self._closing_at is not None:
+            return self._while_closing(leg, key, request, now)
         if method == "CANCEL":
             return self._on_cancel(leg, key, request, now)
         dialog = leg.dialog
@@ -557,6 +560,10 @@ class Call:
         if leg.two_xx is not None and leg.two_xx.acknowledges(request):
             leg.two_xx.ack_received()
             leg.two_xx = None
+            if leg.pending_bye is not None:
+                return self._flush_bye(leg, now)
+        if self._closing_at is not None:
+            return []
         waiting = leg.await_ack
         if waiting is None or request.cseq.number != waiting.cseq:
             return []
@@ -611,8 +618,8 @@ class Call:
             if reack is None or reack[0] != key or self.ended or response.status // 100 != 2:
                 return []
             return [reack[1]]
-        if self.ended and out.purpose != "invite":
-            return []
+        if (self.ended or self._closing_at is not None) and out.purpose != "invite":
+            return []  # whoever waited for this answer got 487 when the call ended
         if response.status >= 200 and out.purpose != "invite":
             del self._out_by_key[key]
         if out.purpose == "invite":
@@ -915,7 +922,7 @@ class Call:
 
     # ================================================================== failures
     def on_failure(self, leg_id: LegId, key: TxnKey, reason: str, now: float) -> Actions:
-        if self.ended:
+        if self.ended or self._closing_at is not None:
             return []
         out = self._out_by_key.pop(key, None)
         if out is None:
@@ -1004,7 +1011,12 @@ class Call:
                     deadline = retransmitter.next_deadline()
                     if deadline is not None:
                         times.append(deadline)
-            if leg.timer is not None and self.phase is Phase.ANSWERED and not leg.timer.refreshing:
+            if (
+                leg.timer is not None
+                and self.phase is Phase.ANSWERED
+                and self._closing_at is None
+                and not leg.timer.refreshing
+            ):
                 times.append(leg.timer.due())
         return min(times) if times else None
 
@@ -1028,7 +1040,7 @@ class Call:
             actions += self._retransmit_due(leg, now)
             if self.ended:
                 return actions
-        if self.phase is Phase.ANSWERED:
+        if self.phase is Phase.ANSWERED and self._closing_at is None:
             for leg in (self.a, self.b):
                 timer = leg.timer
                 if timer is not None and not timer.refreshing and now >= timer.due():
@@ -1043,6 +1055,8 @@ class Call:
         if two_xx is not None:
             result = two_xx.on_timer(now)
             if isinstance(result, GiveUp):
+                if leg.pending_bye is not None:
+                    return actions + self._flush_bye(leg, now)  # §15: or until it times out
                 leg.two_xx = None
                 # §13.3.1.4: no ACK for our 2xx: the session ends with BYE, on both legs.
                 return self._teardown(now, leg.id.value, reason_header("SIP", 408, "No ACK"))
@@ -1161,8 +1175,12 @@ class Call:
         if leg.done or dialog is None or dialog.state is not DialogState.CONFIRMED:
             return []
         leg.done = True
-        leg.two_xx = None
         actions = self._ack_late_b() if leg is self.b else []
+        if leg.two_xx is not None and not leg.two_xx.done:
+            # RFC 3261 §15: the callee side must not BYE before the ACK of its 2xx (or the
+            # end of its retransmissions); the call stays in closing until then.
+            leg.pending_bye = headers
+            return actions
         try:
             bye = leg.new_request("BYE", headers)
         except DialogError:
@@ -1196,10 +1214,43 @@ class Call:
             return self._final_to_a(status, text) + self._end(now)
         return self._end(now)
 
+    def _while_closing(self, leg: Leg, key: TxnKey, request: Request, now: float) -> Actions:
+        """A request in a call that is over but for a BYE held for an ACK: a BYE from that
+        side ends it at once (no need for ours); anything else finds no dialog."""
+        if request.method != "BYE":
+            return [SendResponse(leg.id, key, make_response(request, 481))]
+        actions: Actions = [SendResponse(leg.id, key, make_response(request, 200))]
+        if leg.pending_bye is not None:
+            leg.pending_bye = None
+            leg.two_xx = None
+            actions += self._end(now)
+        return actions
+
+    def _flush_bye(self, leg: Leg, now: float) -> Actions:
+        """Send the BYE held for the ACK of our 2xx; end the call if nothing else waits."""
+        headers, leg.pending_bye = leg.pending_bye, None
+        leg.two_xx = None
+        actions: Actions = []
+        if headers is not None and leg.dialog is not None:
+            try:
+                actions.append(self._send(leg, leg.new_request("BYE", headers), "bye"))
+            except DialogError:
+                pass
+        if self._closing_at is not None:
+            actions += self._end(now)
+        return actions
+
     def _end(self, now: float) -> Actions:
         if self.ended:
             return []
-        actions = self._answer_pending()
+        if self.a.pending_bye is not None or self.b.pending_bye is not None:
+            if self._closing_at is not None:
+                return []
+            # Over, but a BYE waits for an ACK (§15): media and pending requests go now,
+            # the CallEnded when that BYE has gone.
+            self._closing_at = now
+            return [*self._answer_pending(), ReleaseMedia(), LogEvent("call.bye_awaits_ack", ())]
+        actions = [] if self._closing_at is not None else self._answer_pending()
         self.ended = True
         self.phase = Phase.ENDED
         self._after_media.clear()
@@ -1216,7 +1267,7 @@ class Call:
             target=self.target.name,
             start=self.started,
             answer=self.answered,
-            end=now,
+            end=now if self._closing_at is None else self._closing_at,
             status=self.status,
             ended_by=self._ended_by,
             reason=self._end_reason,

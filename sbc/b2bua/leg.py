@@ -50,6 +50,8 @@ class Leg:
     await_ack: AwaitAck | None = None
     peer_allow: frozenset[str] = frozenset()
     peer_100rel: bool = False
+    # RFC 3261 §15: our BYE on this leg, held until the ACK of our 2xx (or its timeout).
+    pending_bye: list[tuple[str, str]] | None = None
     done: bool = False  # BYE sent or received, or the dialog never came to be
 
     def __post_init__(self) -> None:

@@ -613,11 +613,6 @@ def test_topology_of_a_whole_call_is_audited() -> None:
     assert b"itspsession" not in answer.body and b"o=itsp" not in answer.body
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="not implemented: a BYE toward A goes out before A ACKed our 2xx, which RFC 3261 "
-    "§15 forbids (the callee waits for the ACK or the 2xx retransmission timeout)",
-)
 def test_bye_toward_a_waits_for_its_ack_rfc3261_15() -> None:
     h = Harness()
     h.start()
@@ -625,5 +620,19 @@ def test_bye_toward_a_waits_for_its_ack_rfc3261_15() -> None:
     h.answered()
     out = h.from_b(h.itsp.request("BYE"))
     assert sends(out, A, "BYE") == []
+    assert not of_type(out, CallEnded), "the call ended with its BYE still held"
     out = h.from_a(h.pbx.ack())
     assert one(sends(out, A, "BYE"))
+    assert cdr_of(out).ended_by == "b"
+
+
+def test_held_bye_goes_when_the_2xx_retransmissions_give_up_rfc3261_15() -> None:
+    h = Harness()
+    h.start()
+    h.ring()
+    h.answered()
+    out = h.from_b(h.itsp.request("BYE"))
+    assert sends(out, A, "BYE") == []
+    out = h.advance(64 * h.t1)
+    assert one(sends(out, A, "BYE"))
+    assert of_type(out, CallEnded)
