@@ -14,6 +14,7 @@ from __future__ import annotations
 import enum
 import ipaddress
 import itertools
+import random
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -151,7 +152,11 @@ class Call:
         self._b_invite_done = False
         self._b_dialogs: set[str] = set()  # remote tags of leg B dialogs announced
         self._b_ack: Request | None = None  # our ACK for leg B's 2xx, resent on its retransmits
-        self._b_late: Dialog | None = None  # answered leg B dialog waiting for A's ACK (late offer)
+        self._b_late: Dialog | None = None
+        # Leg B's reliable 18x offering (late offer), whose PRACK waits for A's answer.
+        self._b_prack_wait: tuple[Dialog, Response] | None = (
+            None  # answered leg B dialog waiting for A's ACK (late offer)
+        )
         self._invite_retries = 0
         self._a_preview: SessionDescription | None = None  # answer shown A in an unreliable 18x
         self._a_queue: list[Response] = []  # reliable 1xx waiting for the PRACK of the last
@@ -307,11 +312,31 @@ class Call:
         to_tag = self.a_tag if leg.id is LegId.A else None
         ok = make_response(request, 200, to_tag=to_tag, headers=leg.agent_header("Server"))
         actions: Actions = [SendResponse(leg.id, key, ok)]
+        relayed = self._relayed_invite(leg, request)
+        if relayed is not None:
+            # A re-INVITE we relayed and the other leg has not answered: CANCEL it there;
+            # its 487 comes back to this leg as the re-INVITE's answer (§9.1, §9.2).
+            return [*actions, CancelRequest(relayed[0].id, relayed[1])]
         if leg.id is not LegId.A or self.phase is not Phase.SETUP or self.cancelled:
             return actions  # RFC 3261 §9.2: the INVITE was answered already; 200 is all
         actions.append(LogEvent("call.cancelled", (("by", "a"),)))
         reason = request.header("Reason")
         return actions + self._abandon(now, 487, "Request Terminated", "a", reason or "cancel")
+
+    def _relayed_invite(self, leg: Leg, cancel: Request) -> tuple[Leg, TxnKey] | None:
+        """The other leg's INVITE transaction carrying the re-INVITE this CANCEL targets."""
+        branch = cancel.via.branch
+        for key, out in self._out_by_key.items():
+            request = out.peer_request
+            if (
+                out.purpose == "relay"
+                and request is not None
+                and request.method == "INVITE"
+                and out.leg is not leg
+                and request.via.branch == branch
+            ):
+                return out.leg, key
+        return None
 
     def _abandon(self, now: float, status: int, text: str, by: str, why: str) -> Actions:
         """Leg A gets a final failure before any answer; leg B's INVITE is cancelled. The call
@@ -352,6 +377,12 @@ class Call:
         if leg.reliable is not None:
             leg.reliable.prack_received()
             leg.reliable = None
+        if (
+            leg.id is LegId.A
+            and self._b_prack_wait is not None
+            and self.a.oa.state is NegotiationState.LOCAL_OFFER_SENT
+        ):
+            actions += self._early_answer_from_a(request)
         if leg.id is LegId.A and self._a_queue and self.phase is Phase.SETUP:
             actions += self._send_a_reliable(self._a_queue.pop(0), now)
         return actions
@@ -674,6 +705,9 @@ class Call:
                 try:
                     if dialog.reliable.receive(response) is not RSeqCheck.NEW:
                         return []
+                    early_offer = self._early_offer(dialog, response, now)
+                    if early_offer is not None:
+                        return early_offer
                     prack = dialog.create_prack(
                         response,
                         via=b.via(),
@@ -726,6 +760,85 @@ class Call:
             self._a_preview = body
         actions.append(SendResponse(LegId.A, self.invite_key, response_a))
         return actions
+
+    def _early_offer(self, dialog: Dialog, response: Response, now: float) -> Actions | None:
+        """Leg A sent no offer and leg B offers in a reliable 18x: the offer goes to A in a
+        reliable 18x of ours, and B's PRACK waits for the answer A's PRACK brings (RFC 3262
+        §5: the PRACK must carry it). None when this 18x is no such offer, or A cannot take
+        part (no 100rel): then B is PRACKed at once and its offer left to the 2xx."""
+        b, a = self.b, self.a
+        if b.oa.state is not NegotiationState.NO_OFFER or self._b_prack_wait is not None:
+            return None
+        try:
+            sdp = sdp_of(response)
+        except SdpError:
+            return None
+        if sdp is None or not (a.policy.supports_100rel and a.peer_100rel):
+            return None
+        try:
+            b.oa.remote_offer(sdp)
+        except (OfferAnswerError, SdpError):
+            return None
+        self._b_prack_wait = (dialog, response)
+
+        def offer_to_a(at: float) -> Actions:
+            if self.ended or self.cancelled:
+                return []
+            try:
+                out, a.origin = cross(
+                    sdp, a.endpoints, _origin(a), codecs=(b.policy.codecs, a.policy.codecs)
+                )
+                a.oa.local_offer(out)
+            except (SdpError, OfferAnswerError):
+                b.oa.rollback()
+                return self._prack_b(None)
+            headers = [("Contact", a.contact), ("Allow", ALLOW), *a.agent_header("Server")]
+            reason = sanitized_reason(response)
+            response_a = self._build_a_response(response.status, reason, headers, out)
+            actions: Actions = [UpdateMedia(LegId.B, remotes_of(sdp))]
+            if a.reliable is not None:
+                self._a_queue.append(response_a)
+                return actions
+            return actions + self._send_a_reliable(response_a, at)
+
+        return self._with_media(len(sdp.media), offer_to_a, now)
+
+    def _prack_b(self, answer: SessionDescription | None) -> Actions:
+        """Send the PRACK held for leg B's reliable 18x offer, with the answer when there."""
+        waiting, self._b_prack_wait = self._b_prack_wait, None
+        if waiting is None:
+            return []
+        dialog, response = waiting
+        b = self.b
+        headers = b.agent_header("User-Agent")
+        body = b""
+        if answer is not None:
+            headers = [*headers, ("Content-Type", SDP_TYPE)]
+            body = bytes(answer)
+        prack = dialog.create_prack(
+            response, via=b.via(), branch=new_branch(), headers=headers, body=body
+        )
+        return [self._send(b, prack, "prack")]
+
+    def _early_answer_from_a(self, request: Request) -> Actions:
+        """Leg A's PRACK answering the offer leg B made in a reliable 18x."""
+        a, b = self.a, self.b
+        try:
+            answer = sdp_of(request)
+            if answer is None:
+                raise SdpError("PRACK without the answer to our offer", status=488)
+            a.oa.remote_answer(answer)
+            out, b.origin = cross(answer, b.endpoints, _origin(b), answers=b.oa.remote_pending)
+            b.oa.local_answer(out)
+        except (SdpError, OfferAnswerError) as exc:
+            if a.oa.offer_pending:
+                a.oa.rollback()
+            if b.oa.offer_pending:
+                b.oa.rollback()
+            return [LogEvent("call.early_answer_unusable", (("error", _short(exc)),))] + (
+                self._prack_b(None)
+            )
+        return [UpdateMedia(LegId.A, remotes_of(answer)), *self._prack_b(out)]
 
     def _send_a_reliable(self, response: Response, now: float) -> Actions:
         a = self.a
@@ -1149,6 +1262,12 @@ class Call:
             wanted = min_se(response)
             if wanted is not None:
                 timer.interval = max(timer.interval, wanted)
+        elif status == 491:
+            # RFC 3261 §14.1: retry after a random wait: 2.1-4 s when we own the dialog's
+            # Call-ID (leg B, whose INVITE we sent), 0-2 s otherwise.
+            low, high = (2.1, 4.0) if leg is self.b else (0.0, 2.0)
+            timer.last = now - timer.interval / 2 + random.uniform(low, high)
+            return actions
         elif method == "UPDATE":
             leg.peer_allow = leg.peer_allow - {"UPDATE"}  # refresh with re-INVITE instead
         timer.last = now - timer.interval / 2 + min(10.0, timer.interval / 4)

@@ -3,7 +3,6 @@ previews, forking (several early dialogs on leg B) and the late offer (RFC 3261 
 
 from __future__ import annotations
 
-import pytest
 from b2bua_harness import (
     RELAY_A,
     RELAY_B,
@@ -301,14 +300,30 @@ def test_2xx_from_b_without_contact_is_502_for_a() -> None:
     assert cdr_of(out).ended_by == "b"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="not implemented: an offer in a reliable 18x of leg B (late offer) is not relayed "
-    "to A, so neither PRACK carries an answer (RFC 3262 §5, TRAPS #4)",
-)
 def test_offer_in_reliable_183_of_a_late_offer_reaches_a() -> None:
     h = Harness(invite_body=b"")
     h.start()
     out = _reliable_183(h)
     progress = one(responses(out, A, 183)).response
     assert media_ports(progress) == [(RELAY_A, 40000)]
+    assert progress.header("Require") == "100rel" and progress.header("RSeq")
+    assert sends(out, B, "PRACK") == []  # RFC 3262 §5: it must carry A's answer
+    rseq = progress.header("RSeq")
+    prack_a = h.pbx.request("PRACK", sdp(formats=(0, 101)), headers=[("RAck", f"{rseq} 1 INVITE")])
+    out = h.from_a(prack_a)
+    assert one(responses(out, A, 200)).response.cseq.method == "PRACK"
+    prack_b = one(sends(out, B, "PRACK")).request
+    assert prack_b.header("RAck") == "7001 1 INVITE"
+    assert media_ports(prack_b) == [(RELAY_B, 50000)]
+    # The call's one offer/answer is done: the 2xx brings no new offer to A.
+    out = h.answered(body=b"")
+    assert one(responses(out, A, 200)).response.body == b""
+
+
+def test_early_offer_prack_without_answer_still_pracks_b() -> None:
+    h = Harness(invite_body=b"")
+    h.start()
+    out = _reliable_183(h)
+    rseq = one(responses(out, A, 183)).response.header("RSeq")
+    out = h.from_a(h.pbx.request("PRACK", headers=[("RAck", f"{rseq} 1 INVITE")]))
+    assert one(sends(out, B, "PRACK")).request.body == b""

@@ -16,6 +16,7 @@ from b2bua_harness import (
     acks,
     body_sdp,
     cdr_of,
+    client_key,
     directions,
     itsp_sdp,
     make_setup,
@@ -30,7 +31,7 @@ from b2bua_harness import (
     wire,
 )
 
-from sbc.b2bua import CallEnded, LegPolicy, SendRequest, UpdateMedia
+from sbc.b2bua import CallEnded, CancelRequest, LegPolicy, SendRequest, UpdateMedia
 from sbc.sip.message import Request, Response
 
 PBX_MOVED = ("127.0.0.11", 21000)
@@ -466,3 +467,17 @@ def test_retransmitted_2xx_from_a_to_a_relayed_reinvite_is_acked_again() -> None
     out = h.answer(send, ok)
     assert [a.message for a in stateless(out, A)] == [first]
     assert wire(out, B) == []
+
+
+def test_cancel_of_a_relayed_reinvite_is_relayed_and_its_487_returns_rfc3261_9() -> None:
+    h = Harness()
+    h.established()
+    reinvite = h.pbx.request("INVITE", sdp(version=2, direction="sendonly"))
+    relayed = one(sends(h.from_a(reinvite), B, "INVITE"))
+    out = h.from_a(h.pbx.cancel(reinvite))
+    assert one(responses(out, A, 200)).response.cseq.method == "CANCEL"
+    cancel = one(of_type(out, CancelRequest))
+    assert cancel == CancelRequest(B, client_key(relayed.request))
+    out = h.b_answers(relayed, 487)
+    assert one(responses(out, A, 487)).response.cseq.method == "INVITE"
+    assert not of_type(out, CallEnded) and wire(out, B) == []  # the call goes on

@@ -278,3 +278,12 @@ def test_retransmitted_2xx_to_a_refresh_reinvite_is_acked_again() -> None:
     ok = h.itsp.respond(send.request, 200, body=itsp_sdp())
     first = one(acks(h.answer(send, ok), B))
     assert [a.message for a in stateless(h.answer(send, ok), B)] == [first]
+
+
+def test_refresh_refused_491_is_retried_after_the_random_wait_rfc3261_14_1() -> None:
+    h = _up_with_b_timer("90;refresher=uac")
+    send = one(sends(h.advance(45.0), B, "UPDATE"))
+    h.b_answers(send, 491)
+    # We own leg B's Call-ID: the retry waits 2.1 to 4 s, not a whole half interval.
+    assert sends(h.advance(2.0), B) == []
+    assert one(sends(h.advance(2.1), B, "UPDATE"))
