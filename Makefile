@@ -43,7 +43,7 @@ bench: venv sipp
 
 lint: venv
 	$(BIN)/ruff check sbc media trunks tests bench
-	$(BIN)/mypy sbc/sip
+	$(BIN)/mypy sbc media trunks
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

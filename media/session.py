@@ -4,6 +4,7 @@ Methods return plain data (`OpenLeg`, `Retarget`, `CloseLeg`) that the relay app
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -126,11 +127,15 @@ def normalize_address(address: Address | None) -> Address | None:
     host, port = address
     if not 0 < port <= 65535:
         raise MediaSessionError(f"remote media port {port} of {host} is out of range 1-65535")
+    return (_canonical_host(host), port)
+
+
+@functools.lru_cache(maxsize=4096)  # the same few peer addresses on every call
+def _canonical_host(host: str) -> str:
     try:
-        host = ipaddress.ip_address(host).compressed
+        return ipaddress.ip_address(host).compressed
     except ValueError:
-        pass
-    return (host, port)
+        return host
 
 
 class MediaSession:

@@ -212,7 +212,8 @@ class CallAdapter:
             elif isinstance(action, CallEnded):
                 self._end(entry, action)
             elif isinstance(action, LogEvent):
-                log.info(action.event, call=call_key, **dict(action.fields))
+                emit = log.debug if action.debug else log.info
+                emit(action.event, call=call_key, **dict(action.fields))
         if call_key in self.calls:
             self._schedule(entry)
 

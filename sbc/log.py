@@ -39,13 +39,21 @@ _LEVELS = {
 }
 
 
+_secret_keys: dict[str, bool] = {}  # field names are few: decide once per name
+
+
 def _is_secret(key: str) -> bool:
-    lowered = key.lower()
-    return any(word in lowered for word in _SECRET_WORDS)
+    known = _secret_keys.get(key)
+    if known is None:
+        lowered = key.lower()
+        known = _secret_keys[key] = any(word in lowered for word in _SECRET_WORDS)
+    return known
 
 
 def mask_value(value: str) -> str:
     """`value` with the contents of any Authorization/Proxy-Authorization header line masked."""
+    if "authorization" not in value.lower():
+        return value  # almost every value: no regex run on the hot path
     return _AUTH_HEADER_RE.sub(r"\1 " + MASK, value)
 
 
@@ -116,9 +124,15 @@ def _short_name(name: str) -> str:
     return name[len(_ROOT) + 1 :] if name.startswith(_ROOT + ".") else name
 
 
+_last_second: list[Any] = [None, ""]  # the last whole second formatted, and its text
+
+
 def _timestamp(record: logging.LogRecord) -> str:
-    seconds = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-    return f"{seconds}.{int(record.msecs):03d}Z"
+    whole = int(record.created)
+    if _last_second[0] != whole:  # strftime once a second, not once a line
+        _last_second[0] = whole
+        _last_second[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+    return f"{_last_second[1]}.{int(record.msecs):03d}Z"
 
 
 def _escape(match: re.Match[str]) -> str:

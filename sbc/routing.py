@@ -3,6 +3,7 @@ which trunks or PBX take it, and what our side of each leg looks like (a CallSet
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -75,6 +76,7 @@ class Router:
         self._trunk_sides = {trunk.name: self._trunk_side(trunk) for trunk in config.trunks}
         # interface -> [(network, pbx)] and interface -> address -> trunks, in config order
         self._pbx_sources: dict[str, list[tuple[_Network, Pbx]]] = {}
+        self._source_cache: dict[tuple[str, str], Pbx | None] = {}
         for pbx in config.pbxs:
             sources = self._pbx_sources.setdefault(pbx.interface, [])
             sources.extend((network, pbx) for network in pbx.trusted_sources)
@@ -189,14 +191,21 @@ class Router:
         return trunks[0]
 
     def _pbx_source(self, interface: str, address: str) -> Pbx | None:
+        key = (interface, address)
+        if key in self._source_cache:
+            return self._source_cache[key]
         try:
             ip = ipaddress.ip_address(address)
         except ValueError:
             return None
+        found: Pbx | None = None
         for network, pbx in self._pbx_sources.get(interface, ()):
             if ip in network:
-                return pbx
-        return None
+                found = pbx
+                break
+        if len(self._source_cache) < 4096:  # bounded: sources are PBXs, not the internet
+            self._source_cache[key] = found
+        return found
 
     # ------------------------------------------------------------------ targets
 
@@ -372,6 +381,7 @@ def _ipv6(host: str) -> bool | None:
         return None
 
 
+@functools.lru_cache(maxsize=4096)  # a few peers, asked on every request
 def _normal_address(host: str) -> str:
     """One spelling per address: compressed IPv6, IPv4-mapped IPv6 as IPv4 (dual-stack
     sockets report IPv4 peers that way), DNS names lower-cased."""

@@ -208,6 +208,7 @@ class LogEvent:
 
     event: str
     fields: tuple[tuple[str, str], ...] = ()
+    debug: bool = False  # progress detail; call.new and call.ended already tell the story
 
 
 CallAction = (

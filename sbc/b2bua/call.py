@@ -12,6 +12,7 @@ are run per leg, so one side's support never depends on the other's.
 from __future__ import annotations
 
 import enum
+import functools
 import ipaddress
 import itertools
 import random
@@ -228,7 +229,11 @@ class Call:
         self._b_dset = DialogSet(invite, b.contact)
         actions.append(self._send(b, invite, "invite", dest=target.dest))
         actions.append(
-            LogEvent("call.invite_sent", (("target", target.name), ("b_call_id", self.b_call_id)))
+            LogEvent(
+                "call.invite_sent",
+                (("target", target.name), ("b_call_id", self.b_call_id)),
+                debug=True,
+            )
         )
         return actions
 
@@ -986,7 +991,7 @@ class Call:
         self.answered = now
         self.status = answer.status
         self._no_answer_at = None
-        actions.append(LogEvent("call.answered", (("status", str(answer.status)),)))
+        actions.append(LogEvent("call.answered", (("status", str(answer.status)),), debug=True))
         return actions
 
     def _b_failed(self, response: Response, now: float) -> Actions:
@@ -1495,9 +1500,7 @@ class Call:
         if not isinstance(parsed, SipUri):
             return leg.dest
         host = parsed.host.strip("[]")
-        try:
-            ipaddress.ip_address(host)
-        except ValueError:
+        if not _is_ip_literal(host):
             return leg.dest
         transport = (parsed.params.get("transport") or leg.dest.transport or "udp").lower()
         default = 5061 if parsed.scheme == "sips" or transport == "tls" else 5060
@@ -1585,3 +1588,12 @@ def _map_failure(response: Response) -> tuple[int, str | None]:
 def _short(exc: Exception) -> str:
     text = str(exc).replace("\r", " ").replace("\n", " ")
     return text[:100]
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True

@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import ipaddress
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 __all__ = [
     "STATIC_PAYLOAD_TYPES",
@@ -72,6 +72,8 @@ _DIRECTIONS = frozenset(d.value for d in Direction)
 
 def addrtype_of(address: str) -> str:
     """'IP6' for an IPv6 literal, else 'IP4' (also for a host name: RFC 8866 §5.7)."""
+    if ":" not in address:
+        return "IP4"  # IPv4 literals and host names never hold a colon (fast path)
     try:
         return "IP6" if ipaddress.ip_address(address).version == 6 else "IP4"
     except ValueError:
@@ -444,6 +446,8 @@ class MediaSection(_Attributes):
     """One media description: its m= line first, then its other lines in received order."""
 
     lines: tuple[SdpLine, ...]
+    # The m= line parsed once: port, formats and media are read many times per crossing.
+    _media_line: MediaLine | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.lines or self.lines[0].kind != "m":
@@ -455,7 +459,11 @@ class MediaSection(_Attributes):
 
     @property
     def media_line(self) -> MediaLine:
-        return MediaLine.parse(self.lines[0].value)
+        parsed = self._media_line
+        if parsed is None:
+            parsed = MediaLine.parse(self.lines[0].value)
+            object.__setattr__(self, "_media_line", parsed)
+        return parsed
 
     @property
     def media(self) -> str:

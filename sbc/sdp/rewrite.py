@@ -12,11 +12,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from sbc.sdp.model import (
+    STATIC_PAYLOAD_TYPES,
     Connection,
     Direction,
     MediaSection,
     Origin,
     Rtcp,
+    RtpMap,
     SdpError,
     SdpLine,
     SessionDescription,
@@ -231,8 +233,7 @@ class _CodecSpec:
             raise ValueError(f"codec {text!r} is not 'name' or 'name/clock-rate[/channels]'")
         return cls(name.casefold(), int(rate) if rate else None, params or None)
 
-    def matches(self, section: MediaSection, payload_type: str) -> bool:
-        rtpmap = section.rtpmap(payload_type)
+    def matches(self, rtpmap: RtpMap | None) -> bool:
         if rtpmap is None or rtpmap.encoding.casefold() != self.encoding:
             return False
         if self.clock_rate is not None and rtpmap.clock_rate != self.clock_rate:
@@ -276,14 +277,34 @@ def _payload_type(line: SdpLine) -> str:
     return fields[0] if fields else ""
 
 
+def _rtpmaps(section: MediaSection, formats: Sequence[str]) -> dict[str, RtpMap | None]:
+    """The rtpmap of each payload type (RFC 3551 static meaning when none is given)."""
+    maps: dict[str, RtpMap | None] = {}
+    for value in section.attributes("rtpmap"):
+        if value is not None:
+            first = value.split(maxsplit=1)[:1]
+            if first and first[0] in formats and first[0] not in maps:
+                maps[first[0]] = RtpMap.parse(value)
+    for pt in formats:
+        if pt not in maps:
+            maps[pt] = STATIC_PAYLOAD_TYPES.get(pt)
+    return maps
+
+
+def _auxiliary(rtpmap: RtpMap | None) -> bool:
+    return rtpmap is not None and rtpmap.encoding.casefold() in _AUXILIARY
+
+
 def _filter_section(section: MediaSection, specs: Sequence[_CodecSpec]) -> MediaSection:
     if section.is_rejected or not section.is_rtp:
         return section
+    formats = section.formats
+    maps = _rtpmaps(section, formats)  # each a=rtpmap read once, not once per spec
     kept: list[str] = []
     for spec in specs:
-        kept.extend(pt for pt in section.formats if pt not in kept and spec.matches(section, pt))
+        kept.extend(pt for pt in formats if pt not in kept and spec.matches(maps[pt]))
     media_line = section.media_line
-    if all(_codec_name(section, pt).casefold() in _AUXILIARY for pt in kept):
+    if all(_auxiliary(maps[pt]) for pt in kept):
         # Port 0 keeps the formats: an m= line needs at least one (RFC 8866 §5.14).
         return section.with_media_line(replace(media_line, port=0, port_count=None))
     keep = {*kept, "*"}
