@@ -152,6 +152,11 @@ class _Endpoint(asyncio.DatagramProtocol):
         self.remote = None
         if not self.closed.done():
             self.closed.set_result(None)
+        # Break the cycles (peer <-> peer, transport <-> protocol): the socket's objects are
+        # then freed by reference counting as the session goes, instead of piling up for
+        # the cyclic collector, whose pauses delay SIP (measured: 200-400 ms at 500 calls/s).
+        self.peer = _NOWHERE
+        self.transport = _UNBOUND
 
     def error_received(self, exc: Exception) -> None:
         # Linux reports an ICMP port-unreachable for an earlier sendto here; the far end
@@ -225,6 +230,13 @@ class _Endpoint(asyncio.DatagramProtocol):
         self.transport.close()
         if self.transport is _UNBOUND and not self.closed.done():
             self.closed.set_result(None)
+
+
+# Where a closed endpoint's `peer` points: nothing, and no cycle.
+_NOWHERE = _Endpoint.__new__(_Endpoint)
+_NOWHERE.remote = None
+_NOWHERE.transport = _UNBOUND
+_NOWHERE.peer = _NOWHERE
 
 
 @dataclass(slots=True)

@@ -120,9 +120,12 @@ class ClientInviteTransaction(Transaction[ClientInviteState]):
             if new is _CI.ACCEPTED:
                 # RFC 6026 §7.2: stay to pass further 2xx (retransmitted or forked) to the TU.
                 self._start(Timer.M, now, self.settings.timeout)
+                self.request.shed()  # no more retransmissions: kept lean for Timer M
             elif new is _CI.COMPLETED:
                 # RFC 3261 §17.1.1.2: ACK even on reliable transports, to the same peer.
                 self._ack = build_ack(self.request, response)
+                self.request.shed()
+                self._ack.shed()
                 actions.append(Send(self.peer, self._ack))
                 actions += self._start_or_fire(Timer.D, now, self.settings.d(self.reliable))
             return actions
@@ -215,6 +218,7 @@ class ClientNonInviteTransaction(Transaction[ClientNonInviteState]):
         actions: list[Action] = [ResponseReceived(self.key, response)]
         if new is _CN.COMPLETED:
             self._stop(Timer.E, Timer.F)
+            self.request.shed()
             actions += self._start_or_fire(Timer.K, now, self.settings.k(self.reliable))
         return actions
 

@@ -118,6 +118,10 @@ class ServerInviteTransaction(Transaction[ServerInviteState]):
         if old is _SI.ACCEPTED:
             return actions  # RFC 6026 §7.1: the TU's 2xx retransmissions pass through
         self.last_response = response
+        if new is _SI.ACCEPTED or new is _SI.COMPLETED:
+            # From here on both are only resent or matched against: keep them lean.
+            self.request.shed()
+            response.shed()
         if new is _SI.ACCEPTED:
             self._start(Timer.L, now, self.settings.timeout)
         elif new is _SI.COMPLETED:
@@ -217,6 +221,8 @@ class ServerNonInviteTransaction(Transaction[ServerNonInviteState]):
         self.last_response = response
         actions: list[Action] = [Send(self.peer, response)]
         if new is _SN.COMPLETED:
+            self.request.shed()  # kept only to absorb retransmissions for Timer J
+            response.shed()
             actions += self._start_or_fire(Timer.J, now, self.settings.j(self.reliable))
         return actions
 
