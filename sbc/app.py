@@ -97,6 +97,21 @@ class SignallingService:
         await self.relay.close()
         await self.transport.close()
 
+    def stats(self) -> dict[str, int]:
+        """What is alive right now: after traffic stops and 64*T1 passes, all zero."""
+        dialogs, call_transactions = self.calls.indexed
+        return {
+            "calls": len(self.calls),
+            "call_dialogs": dialogs,
+            "call_transactions": call_transactions,
+            "transactions": len(self.transactions),
+            "media_sessions": len(self.relay),
+            "media_ports_in_use": self.relay.pool.in_use * 2,
+        }
+
+    def log_stats(self) -> None:
+        log.info("sbc.stats", **self.stats())
+
     @property
     def listener_names(self) -> list[str]:
         return list(self.transport.listeners)
@@ -318,9 +333,19 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
         loop=type(asyncio.get_running_loop()).__module__.partition(".")[0],
     )
     _tune_gc()
+    loop = asyncio.get_running_loop()
+    try:
+        # `kill -USR1 <pid>`: one sbc.stats line (live calls, transactions, media ports).
+        loop.add_signal_handler(signal.SIGUSR1, service.log_stats)
+    except (NotImplementedError, RuntimeError):  # no signals here (not the main thread)
+        pass
     try:
         await (stop or asyncio.Event()).wait()
     finally:
+        try:
+            loop.remove_signal_handler(signal.SIGUSR1)
+        except (NotImplementedError, RuntimeError):
+            pass
         await service.close()
         log.info("sbc.stopped", node=config.node)
 

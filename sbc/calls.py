@@ -82,6 +82,11 @@ class CallAdapter:
     def __len__(self) -> int:
         return len(self.calls)
 
+    @property
+    def indexed(self) -> tuple[int, int]:
+        """(dialogs, transactions) still filed under some call: zero once calls are gone."""
+        return len(self._by_dialog), len(self._by_txn)
+
     # ----- finding the call a message belongs to ------------------------------------------
     def new_call(
         self, setup: CallSetup, key: TxnKey, invite: Request, source: Peer, now: float

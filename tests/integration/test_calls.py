@@ -6,6 +6,10 @@ scenarios themselves."""
 
 from __future__ import annotations
 
+import os
+import re
+import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +29,7 @@ from tests.support.calls import (
     TracedMessage,
     sdp_media,
 )
+from tests.support.process import SbcProcess
 from tests.support.rtp import RtpEndpoint, send_until_received
 from tests.support.sipp import SIPP
 
@@ -410,6 +415,34 @@ def test_rtp_helper_reaches_the_peer_directly(tmp_path: Path) -> None:
         _check_stream(pbx, itsp, toward_pbx[0], toward_itsp[0])
         outcome = pair.wait()
     assert_ok(outcome)
+
+
+# ---------------------------------------------------------------------------- leftovers
+
+
+def _stats(sbc: SbcProcess) -> dict[str, int]:
+    start = len(sbc.log_lines())
+    os.kill(sbc.pid, signal.SIGUSR1)
+    line = sbc.wait_for_log(r"event=sbc\.stats ", start=start)
+    return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)(?=\s|$)", line)}
+
+
+def test_nothing_of_the_calls_is_left_once_their_transactions_expire(lab: CallLab) -> None:
+    # Runs after every call scenario above on the same SBC (busy, CANCEL races, vanished
+    # peers...): once 64*T1 has passed, no call, dialog, transaction or media port remains.
+    assert lab.sbc is not None
+    outcome = lab.run_outbound("call_out_pbx.xml", "call_out_itsp.xml", pbx_args=("-d", "100"))
+    assert_ok(outcome)
+    keys = ("calls", "call_dialogs", "call_transactions", "transactions", "media_sessions")
+    deadline = time.monotonic() + 64 * T1 + 10
+    stats = _stats(lab.sbc)
+    while any(stats[key] for key in (*keys, "media_ports_in_use")):
+        # Transactions end on their own timers (K, J, L, M: up to 64*T1); nothing announces
+        # it from outside, so the stats are read again until they are zero or time is up.
+        assert time.monotonic() < deadline, f"still alive after 64*T1: {stats}"
+        time.sleep(0.5)
+        stats = _stats(lab.sbc)
+    assert stats["calls"] == 0
 
 
 # ---------------------------------------------------------------------------- shutdown

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from tests.support.net import free_port
+from tests.support.net import PortPicker, free_port
 from tests.support.process import SbcProcess
 from tests.support.sipp import SCENARIOS, SIPP, SippResult, _last_stats_row, _read
 
@@ -346,17 +346,12 @@ class CallLab:
         self.trunk_codecs = tuple(trunk_codecs)
         self.recv_timeout = recv_timeout  # SIPp -recv_timeout: how long any <recv> may wait
         self._runs = 0
-        used: set[int] = set()
-
-        def port(host: str) -> int:
-            value = free_port(host, avoid=used)
-            used.add(value)
-            return value
-
-        self.internal_port = port(SBC_INTERNAL)
-        self.external_port = port(SBC_EXTERNAL)
-        self.pbx_port = port(PBX_HOST)
-        self.itsp_port = port(ITSP_HOST)
+        picker = PortPicker()
+        used = picker.used
+        self.internal_port = picker.port(SBC_INTERNAL)
+        self.external_port = picker.port(SBC_EXTERNAL)
+        self.pbx_port = picker.port(PBX_HOST)
+        self.itsp_port = picker.port(ITSP_HOST)
         # SDP ports (bound by the Python RTP helper, even numbers so RTCP is +1) and SIPp's
         # own media sockets (-mp binds it and +2) kept apart from them.
         self.pbx_rtp = _even_port(PBX_HOST, used)

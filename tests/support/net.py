@@ -37,6 +37,19 @@ def free_port(host: str = "127.0.0.1", avoid: Iterable[int] = ()) -> int:
     raise RuntimeError(f"no port free for both UDP and TCP on {host}")
 
 
+class PortPicker:
+    """Free ports for one test set-up, never the same number twice (`used` is shared with
+    helpers that pick media port runs around them)."""
+
+    def __init__(self) -> None:
+        self.used: set[int] = set()
+
+    def port(self, host: str) -> int:
+        value = free_port(host, avoid=self.used)
+        self.used.add(value)
+        return value
+
+
 def ipv6_available() -> bool:
     """True when ::1 can be bound (IPv6 enabled on loopback)."""
     if not socket.has_ipv6:
