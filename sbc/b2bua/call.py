@@ -284,6 +284,8 @@ class Call:
         dialog = leg.dialog
         if dialog is None:
             return [SendResponse(leg_id, key, make_response(request, 481))]
+        if leg is self.b and request.from_tag != dialog.remote_tag:
+            return self._other_fork(key, request)
         try:
             refused = dialog.receive_request(request)
         except DialogError:
@@ -310,6 +312,21 @@ class Call:
             # goes on as it was.
             status = exc.status if isinstance(exc, DialogError) and exc.status else 400
             return [self._answer(leg, key, request, status, _short(exc))]
+
+    def _other_fork(self, key: TxnKey, request: Request) -> Actions:
+        """A request in an early dialog of leg B that is not the one the call follows (the
+        INVITE forked, RFC 3261 §12.1.2): that fork hanging up gets its 200 and ends only its
+        own dialog; anything else from it gets 481 and does not touch the call."""
+        dset = self._b_dset
+        fork = None if dset is None else dset.dialogs.get(request.from_tag or "")
+        if fork is None or request.method != "BYE":
+            return [SendResponse(LegId.B, key, make_response(request, 481))]
+        try:
+            refused = fork.receive_request(request)
+        except DialogError:
+            refused = make_response(request, 481)
+        ok = refused or make_response(request, 200, headers=self.b.agent_header("Server"))
+        return [SendResponse(LegId.B, key, ok)]
 
     def _on_cancel(self, leg: Leg, key: TxnKey, request: Request, now: float) -> Actions:
         # RFC 3261 §8.2.6.2: a response outside a dialog carries a To tag; §9.2: the one of

@@ -467,3 +467,16 @@ def test_stopping_the_sbc_ends_live_calls_on_both_legs(tmp_path: Path) -> None:
     for side in (outcome.pbx, outcome.itsp):
         byes = side.received_requests("BYE")
         assert byes and "cause=503" in (byes[0].header("Reason") or ""), outcome.describe()
+
+
+def test_call_without_media_is_ended_by_the_media_timeout(tmp_path: Path) -> None:
+    # Neither side sends RTP: after media.timeout the SBC ends the call on both legs with a
+    # Reason, so a dead call does not hold ports (or a carrier's billing) forever.
+    with CallLab(tmp_path, sip={"t1": T1}, media={"timeout": 1}) as own_lab:
+        outcome = own_lab.run_outbound(
+            "call_itspbye_pbx.xml", "call_out_itsp.xml", itsp_args=("-d", "200"), timeout=15.0
+        )
+    assert_ok(outcome)
+    for side in (outcome.pbx, outcome.itsp):
+        byes = side.received_requests("BYE")
+        assert byes and "Media timeout" in (byes[0].header("Reason") or ""), outcome.describe()

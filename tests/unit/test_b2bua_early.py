@@ -327,3 +327,20 @@ def test_early_offer_prack_without_answer_still_pracks_b() -> None:
     rseq = one(responses(out, A, 183)).response.header("RSeq")
     out = h.from_a(h.pbx.request("PRACK", headers=[("RAck", f"{rseq} 1 INVITE")]))
     assert one(sends(out, B, "PRACK")).request.body == b""
+
+
+def test_bye_from_a_fork_the_call_did_not_take_ends_only_that_fork_rfc3261_12_1_2() -> None:
+    h = Harness()
+    h.start()
+    h.ring(180, tag="itsp-tag-1")
+    h.ring(180, tag="itsp-tag-2")
+    h.answered(tag="itsp-tag-2")
+    h.from_a(h.pbx.ack())
+    out = h.from_b(h.itsp.request("BYE", tag="itsp-tag-1"))
+    assert one(responses(out, B, 200)).response.cseq.method == "BYE"
+    assert wire(out, A) == [] and not h.call.ended
+    out = h.from_b(h.itsp.request("INFO", b"x", tag="itsp-tag-1", content_type="text/plain"))
+    assert one(responses(out, B, 481))
+    # The fork that answered still ends the call.
+    out = h.from_b(h.itsp.request("BYE", tag="itsp-tag-2"))
+    assert one(sends(out, A, "BYE"))
