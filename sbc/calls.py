@@ -232,7 +232,7 @@ class CallAdapter:
     def _local(entry: _Entry, leg: LegId) -> LocalEndpoint:
         if leg is LegId.A:
             return entry.setup.a_local
-        return entry.setup.targets[0].local
+        return entry.call.target.local  # the target leg B goes to now (failover moves it)
 
     def _file_txn(self, entry: _Entry, leg: LegId, key: TxnKey) -> None:
         self._by_txn[key] = (entry, leg)

@@ -180,6 +180,26 @@ class ProxyUri:
 
 
 @dataclass(frozen=True, slots=True)
+class TrunkCredentials:
+    """What the SBC answers the trunk's digest challenges with (RFC 3261 §22.2)."""
+
+    username: str
+    password: str
+    auth_username: str | None = None  # the digest username when it differs from the AoR user
+    realm: str | None = None  # answer only challenges of this realm; None: any
+
+    @property
+    def digest_username(self) -> str:
+        return self.auth_username or self.username
+
+    def __repr__(self) -> str:  # never print the password
+        return (
+            f"TrunkCredentials(username={self.username!r}, auth_username="
+            f"{self.auth_username!r}, realm={self.realm!r}, password='***')"
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Trunk:
     """An ITSP gateway. The settings after `codecs` shape the leg facing it."""
 
@@ -196,6 +216,9 @@ class Trunk:
     min_se: int = MIN_SESSION_INTERVAL
     supports_100rel: bool = True
     from_domain: str | None = None  # host of From/To toward the trunk; None: see sbc.routing
+    credentials: TrunkCredentials | None = None  # None: challenges from it fail the call
+    setup_timeout: float = 0  # s without a final answer before trying the next trunk; 0: off
+    fail_on_6xx: bool = False  # a 6xx counts as a trunk failure (next trunk) rather than an answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -683,7 +706,18 @@ _LEG_KEYS = (
     "100rel",
 )
 _PBX_KEYS = ("name", "interface", "address", "trusted_sources", *_LEG_KEYS)
-_TRUNK_KEYS = ("name", "interface", "proxy", "codecs", *_LEG_KEYS, "from_domain")
+_TRUNK_KEYS = (
+    "name",
+    "interface",
+    "proxy",
+    "codecs",
+    *_LEG_KEYS,
+    "from_domain",
+    "credentials",
+    "setup_timeout",
+    "fail_on_6xx",
+)
+_CREDENTIAL_KEYS = ("username", "password", "auth_username", "realm")
 
 
 def _read_log(top: _Section) -> LogSettings:
@@ -949,6 +983,9 @@ def _read_trunks(
         leg = _read_leg(section, _TRUNK_LEG_DEFAULTS)
         transport = _trunk_transport(section, proxy)
         from_domain = section.get("from_domain", _host, None)
+        credentials = _read_credentials(section)
+        setup_timeout = section.get("setup_timeout", _Node.positive_number, 0.0)
+        fail_on_6xx = section.get("fail_on_6xx", _Node.boolean, False)
         if name and interface and proxy is not None:
             trunks.append(
                 Trunk(
@@ -965,9 +1002,31 @@ def _read_trunks(
                     min_se=leg.min_se,
                     supports_100rel=leg.supports_100rel,
                     from_domain=from_domain,
+                    credentials=credentials,
+                    setup_timeout=setup_timeout,
+                    fail_on_6xx=fail_on_6xx,
                 )
             )
     return tuple(trunks)
+
+
+def _read_credentials(trunk: _Section) -> TrunkCredentials | None:
+    if trunk.data.get("credentials") is None:
+        return None
+    section = _section(trunk.node("credentials"), _CREDENTIAL_KEYS)
+    if section is None:
+        return None
+    try:
+        username = section.node("username").string()
+        password = section.node("password").string()
+    except _Invalid:
+        return None
+    return TrunkCredentials(
+        username,
+        password,
+        auth_username=section.get("auth_username", _Node.string, None),
+        realm=section.get("realm", _Node.string, None),
+    )
 
 
 @dataclass(frozen=True, slots=True)

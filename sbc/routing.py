@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
-from sbc.b2bua.api import CallSetup, LegPolicy, LocalEndpoint, Target
+from sbc.b2bua.api import CallSetup, DigestSecret, LegPolicy, LocalEndpoint, Target
 from sbc.config import Config, Interface, ListenAddress, NumberRule, Pbx, Trunk
 from sbc.sip.errors import ParseError
 from sbc.sip.message import Request
@@ -229,6 +229,9 @@ class Router:
             from_uri=_user_uri(scheme, caller, from_host),
             local=side.local,
             policy=side.policy,
+            credentials=_secret(trunk),
+            setup_timeout=trunk.setup_timeout,
+            fail_on_6xx=trunk.fail_on_6xx,
         )
 
     def _pbx_target(self, side: _Side, pbx: Pbx, caller: str, number: str) -> Target:
@@ -458,3 +461,10 @@ def _no_route(callee: str, rewritten: str, direction: str) -> Rejection:
     if len(rewritten) < SHORTEST_COMPLETE_NUMBER:
         return Rejection(484, "Address Incomplete", f"{direction} number {shown} is too short")
     return Rejection(404, "No Route", f"no {direction} route matches {shown}")
+
+
+def _secret(trunk: Trunk) -> DigestSecret | None:
+    creds = trunk.credentials
+    if creds is None:
+        return None
+    return DigestSecret(creds.digest_username, creds.password, creds.realm)

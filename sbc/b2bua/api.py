@@ -58,6 +58,18 @@ class LegPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class DigestSecret:
+    """Credentials for the target's digest challenges (401/407 on our requests)."""
+
+    username: str  # the digest username
+    password: str
+    realm: str | None = None  # answer only this realm's challenges; None: any
+
+    def __repr__(self) -> str:  # never print the password
+        return f"DigestSecret(username={self.username!r}, realm={self.realm!r}, password='***')"
+
+
+@dataclass(frozen=True, slots=True)
 class Target:
     """Where leg B goes: one trunk gateway or the PBX."""
 
@@ -69,6 +81,9 @@ class Target:
     from_uri: str  # From URI of leg B (caller identity after rewriting; host is ours)
     local: LocalEndpoint  # our side toward the target
     policy: LegPolicy = field(default_factory=LegPolicy)
+    credentials: DigestSecret | None = None  # None: a challenge fails this target
+    setup_timeout: float = 0  # s without a final answer before the next target; 0: none
+    fail_on_6xx: bool = False  # 6xx moves on to the next target (else it is the answer)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +97,7 @@ class CallSetup:
     callee_rewritten: str  # after number rewriting
     a_local: LocalEndpoint  # our side toward the caller (leg A)
     a_policy: LegPolicy
-    targets: tuple[Target, ...]  # in order; this issue uses the first (failover comes later)
+    targets: tuple[Target, ...]  # tried in order: the next one when one fails (TRAPS #11)
     no_answer_timeout: float = 180.0  # seconds from INVITE to final answer before CANCEL+408
 
 

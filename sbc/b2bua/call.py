@@ -34,6 +34,7 @@ from sbc.b2bua.api import (
     SendRequest,
     SendResponse,
     SendStateless,
+    Target,
     UpdateMedia,
 )
 from sbc.b2bua.leg import (
@@ -51,6 +52,7 @@ from sbc.sdp import (
     SdpError,
     SessionDescription,
 )
+from sbc.sip.challenge import ChallengeAnswerer
 from sbc.sip.dialog import (
     Dialog,
     DialogError,
@@ -63,7 +65,7 @@ from sbc.sip.dialog import (
     is_reliable,
 )
 from sbc.sip.errors import ParseError
-from sbc.sip.message import Request, Response, make_response, new_tag
+from sbc.sip.message import Request, Response, make_response, new_tag, parse
 from sbc.sip.peer import Peer, response_peer
 from sbc.sip.transaction import TxnKey, new_branch
 from sbc.sip.uri import SipUri, parse_uri
@@ -73,6 +75,7 @@ from sbc.topology import (
     reason_header,
     sanitized_reason,
 )
+from trunks.selection import counts_as_trunk_failure
 
 Actions = list[CallAction]
 
@@ -111,6 +114,7 @@ class _Out:
     peer_source: Peer | None = None
     offer: bool = False  # it carried an offer (roll back on a non-2xx)
     ack: SendStateless | None = None  # our ACK for its 2xx (an INVITE), sent again on resends
+    dset: DialogSet | None = None  # an INVITE attempt on leg B: the dialogs its answers make
 
 
 class Call:
@@ -131,6 +135,10 @@ class Call:
             raise ValueError(f"call {setup.call_key}: routing gave no target")
         self.setup = setup
         self.target = setup.targets[0]
+        self._target_index = 0
+        self._answerer = _answerer(self.target)
+        self._setup_at: float | None = None  # the target's setup_timeout runs out
+        self._a_saw_sdp = False  # leg A got SDP in an 18x: the call stays on this target
         self.invite = invite
         self.invite_key = invite_key
         self.source = source
@@ -225,9 +233,9 @@ class Call:
             body = bytes(out)
             actions.append(UpdateMedia(LegId.A, remotes_of(offer)))
         invite = self._build_invite_b(body, cseq=1 + self._invite_retries)
-        self._b_invite = invite
-        self._b_dset = DialogSet(invite, b.contact)
-        actions.append(self._send(b, invite, "invite", dest=target.dest))
+        actions.append(self._send_invite_attempt(invite))
+        if target.setup_timeout > 0:
+            self._setup_at = now + target.setup_timeout
         actions.append(
             LogEvent(
                 "call.invite_sent",
@@ -237,7 +245,27 @@ class Call:
         )
         return actions
 
-    def _build_invite_b(self, body: bytes, cseq: int) -> Request:
+    def _send_invite_attempt(self, invite: Request) -> SendRequest:
+        """Send one INVITE of leg B (first try, or again after 422/401/407): the attempt it
+        replaces, if any, no longer decides anything (its late 2xx is ACKed and ended)."""
+        self._retire_invite()
+        self._b_invite = invite
+        self._b_dset = dset = DialogSet(invite, self.b.contact)
+        self._b_invite_done = False
+        send = self._send(self.b, invite, "invite", dest=self.target.dest)
+        self._out_by_tag[send.tag].dset = dset
+        return send
+
+    def _retire_invite(self) -> None:
+        key = self._b_invite_key
+        out = None if key is None else self._out_by_key.get(key)
+        if out is not None and out.purpose == "invite":
+            out.purpose = "retired"
+        self._b_invite_key = None
+
+    def _build_invite_b(
+        self, body: bytes, cseq: int, auth: tuple[str, str] | None = None
+    ) -> Request:
         invite, b, target = self.invite, self.b, self.target
         display = invite.from_.display
         from_addr = f"{display} <{target.from_uri}>" if display else f"<{target.from_uri}>"
@@ -263,6 +291,8 @@ class Call:
             headers.append(("Min-SE", str(max(policy.min_se, self._min_se_b, 90))))
         headers.extend(asserted_identity(invite, policy.pai, b.local.host))
         headers.extend(crossing_headers(invite, "INVITE", policy.allowed_headers))
+        if auth is not None:
+            headers.append(auth)
         if body:
             headers.append(("Content-Type", SDP_TYPE))
         return Request("INVITE", target.request_uri, headers, body)
@@ -671,12 +701,20 @@ class Call:
             if reack is None or reack[0] != key or self.ended or response.status // 100 != 2:
                 return []
             return [reack[1]]
+        if self._closing_at is not None and out.purpose == "bye" and not self.ended:
+            return self._closing_bye(key, out, response, now)
         if (self.ended or self._closing_at is not None) and out.purpose != "invite":
             return []  # whoever waited for this answer got 487 when the call ended
+        if out.purpose == "retired":
+            return self._retired_response(out, response)
         if response.status >= 200 and out.purpose != "invite":
             del self._out_by_key[key]
         if out.purpose == "invite":
             return self._b_invite_response(response, now)
+        if response.status in (401, 407):
+            resent = self._resend_with_auth(out, response)
+            if resent is not None:
+                return resent
         if out.purpose == "relay":
             actions = self._relayed_response(out, response, now)
         elif out.purpose == "refresh":
@@ -687,6 +725,55 @@ class Call:
             self._reacks[out.leg.id] = (key, out.ack)
         return actions
 
+    def _retired_response(self, out: _Out, response: Response) -> Actions:
+        """An answer to an INVITE attempt we replaced or gave up on: a 2xx still makes a
+        dialog on the far side, which gets its ACK and a BYE (like a second fork's 2xx)."""
+        if not 200 <= response.status < 300 or out.dset is None:
+            return []
+        try:
+            dialog = out.dset.receive(response)
+            if dialog is None:
+                return []
+            ack = dialog.create_ack(via=out.leg.via(), branch=new_branch())
+            bye = dialog.create_request("BYE", via=out.leg.via(), branch=new_branch())
+        except DialogError:
+            return []
+        dest = self._dialog_dest_of(dialog)
+        return [SendStateless(out.leg.id, ack, dest), self._send(out.leg, bye, "bye", dest=dest)]
+
+    def _resend_with_auth(self, out: _Out, response: Response) -> Actions | None:
+        """A request of ours in leg B's dialog challenged (401/407): once more with
+        credentials and the next CSeq (RFC 3261 §22.2), so BYE, re-INVITE, REFER... pass a
+        trunk that challenges everything. None: not ours to answer."""
+        leg = out.leg
+        dialog = leg.dialog
+        if self._answerer is None or leg is not self.b or dialog is None:
+            return None
+        header = self._answerer.answer(out.request, response)
+        if header is None:
+            return None
+        request = parse(bytes(out.request))
+        if not isinstance(request, Request):
+            return None
+        method = request.method
+        seq = dialog.local_seq + 1
+        dialog.local_seq = seq
+        if method == "INVITE":
+            dialog.invite_cseq = dialog.outgoing_invite = seq
+        request.set_header("Via", f"{leg.via()};branch={new_branch()}")
+        request.set_header("CSeq", f"{seq} {method}")
+        request.set_header(*header)
+        send = self._send(
+            leg,
+            request,
+            out.purpose,
+            peer_key=out.peer_key,
+            peer_request=out.peer_request,
+            peer_source=out.peer_source,
+            offer=out.offer,
+        )
+        return [send]
+
     def _b_invite_response(self, response: Response, now: float) -> Actions:
         status = response.status
         dset = self._b_dset
@@ -694,6 +781,11 @@ class Call:
             return []
         if status >= 200:
             self._b_invite_done = True
+            self._setup_at = None
+        if status in (401, 407) and not self.cancelled and self.phase is Phase.SETUP:
+            answered = self._answer_invite_challenge(response, now)
+            if answered is not None:
+                return answered
         try:
             dialog = dset.receive(response)
         except DialogError as exc:
@@ -1024,23 +1116,89 @@ class Call:
                 self._min_se_b = wanted
                 self._invite_retries += 1
                 return self._retry_invite_b(now)
+        if counts_as_trunk_failure(status, self.target.fail_on_6xx):
+            index = self._can_fail_over()
+            if index is not None:
+                return self._fail_over(index, now, f"{status} {sanitized_reason(response)}")
         mapped, text = _map_failure(response)
+        if status in (401, 407):
+            # A challenge we could not (or no longer) answer: wrong or missing credentials
+            # for this trunk. The PBX gets 403, never the trunk's challenge.
+            mapped, text = 403, "Forbidden"
         self._ended_by = "b"
         self._end_reason = response.header("Reason") or f"{status} {sanitized_reason(response)}"
         extra = [(n, v) for n, v in response.headers() if n.lower() in ("reason", "retry-after")]
         actions = self._final_to_a(mapped, text, extra)
         return actions + self._end(now)
 
-    def _retry_invite_b(self, now: float) -> Actions:
+    def _retry_invite_b(self, now: float, auth: tuple[str, str] | None = None) -> Actions:
         old = self._b_invite
         assert old is not None
-        self._b_invite_done = False
         self._b_dialogs.clear()
         self.b.dialog = None
-        invite = self._build_invite_b(old.body, cseq=1 + self._invite_retries)
-        self._b_invite = invite
-        self._b_dset = DialogSet(invite, self.b.contact)
-        return [self._send(self.b, invite, "invite", dest=self.target.dest)]
+        invite = self._build_invite_b(old.body, cseq=1 + self._invite_retries, auth=auth)
+        return [self._send_invite_attempt(invite)]
+
+    def _answer_invite_challenge(self, response: Response, now: float) -> Actions | None:
+        """401/407 to leg B's INVITE: the same INVITE again with credentials, CSeq one up,
+        same Call-ID and tags (RFC 3261 §22.2); the PBX never sees the challenge. None when
+        there is nothing (more) to answer with."""
+        old = self._b_invite
+        if self._answerer is None or old is None or self._invite_retries >= 4:
+            return None
+        header = self._answerer.answer(old, response)
+        if header is None:
+            return None
+        self._invite_retries += 1
+        return [
+            LogEvent("call.auth_answered", (("status", str(response.status)),), debug=True),
+            *self._retry_invite_b(now, auth=header),
+        ]
+
+    def _can_fail_over(self) -> int | None:
+        """The index of the next target to try, or None: none left, leg A gave up, or leg A
+        has heard early media from this one (moving on would change what it heard). Only
+        targets on the same interface qualify: the relay's leg B ports are bound there."""
+        if self.cancelled or self.phase is not Phase.SETUP or self.ended or self._a_saw_sdp:
+            return None
+        interface = self.target.local.interface
+        targets = self.setup.targets
+        for index in range(self._target_index + 1, len(targets)):
+            if targets[index].local.interface == interface:
+                return index
+        return None
+
+    def _fail_over(self, index: int, now: float, why: str) -> Actions:
+        """Leg B failed on this target (TRAPS #11: 408, 5xx, timeouts, transport errors):
+        the same leg A goes on with a fresh leg B toward the next target."""
+        actions: Actions = []
+        key = self._b_invite_key
+        if key is not None and not self._b_invite_done:
+            actions.append(CancelRequest(LegId.B, key))  # a setup timeout: stop that attempt
+        self._retire_invite()
+        old, target = self.target, self.setup.targets[index]
+        actions.append(
+            LogEvent("call.failover", (("from", old.name), ("to", target.name), ("why", why)))
+        )
+        self._target_index = index
+        self.target = target
+        self._answerer = _answerer(target)
+        b = Leg(LegId.B, target.local, target.policy, target.dest)
+        b.endpoints, b.origin = self.b.endpoints, self.b.origin
+        self.b = b
+        self.b_call_id = secrets.token_hex(16)
+        self.b_tag = new_tag()
+        self._b_invite = None
+        self._b_dset = None
+        self._b_invite_done = False
+        self._b_dialogs = set()
+        self._b_ack = None
+        self._b_late = None
+        self._b_prack_wait = None
+        self._invite_retries = 0
+        self._min_se_b = 0
+        self._setup_at = None
+        return actions + self._send_invite_b(now)
 
     def _uac_timer(self, response: Response, now: float) -> SessionTimer | None:
         """Leg B's session timer from its 2xx (RFC 4028 §7.2). Without Session-Expires there
@@ -1057,8 +1215,11 @@ class Call:
 
     # ================================================================== failures
     def on_failure(self, leg_id: LegId, key: TxnKey, reason: str, now: float) -> Actions:
-        if self.ended or self._closing_at is not None:
+        if self.ended:
             return []
+        if self._closing_at is not None:
+            out = self._out_by_key.pop(key, None)
+            return self._end(now) if out is not None and out.purpose == "bye" else []
         out = self._out_by_key.pop(key, None)
         if out is None:
             if key == self.invite_key and self.phase is not Phase.ENDED:
@@ -1066,10 +1227,15 @@ class Call:
                 return self._teardown(now, "a", reason_header("SIP", 408, "Caller unreachable"))
             return []
         timeout = reason == "TimedOut"
+        if out.purpose == "retired":
+            return []
         if out.purpose == "invite":
             self._b_invite_done = True
             if self.cancelled or self.phase is not Phase.SETUP:
                 return self._end(now)
+            index = self._can_fail_over()
+            if index is not None:
+                return self._fail_over(index, now, reason)
             self._ended_by, self._end_reason = "b", reason
             status, text = (408, "Request Timeout") if timeout else (503, "Service Unavailable")
             return self._final_to_a(status, text) + self._end(now)
@@ -1140,6 +1306,8 @@ class Call:
             times.append(self._no_answer_at)
         if self._give_up_at is not None:
             times.append(self._give_up_at)
+        if self._setup_at is not None and self.phase is Phase.SETUP:
+            times.append(self._setup_at)
         for leg in (self.a, self.b):
             for retransmitter in (leg.two_xx, leg.reliable):
                 if retransmitter is not None:
@@ -1162,6 +1330,11 @@ class Call:
         if self._give_up_at is not None and now >= self._give_up_at:
             self._give_up_at = None
             return self._end(now)
+        if self._setup_at is not None and now >= self._setup_at:
+            self._setup_at = None
+            index = self._can_fail_over()
+            if index is not None:
+                return self._fail_over(index, now, "setup timeout")
         if (
             self._no_answer_at is not None
             and now >= self._no_answer_at
@@ -1367,6 +1540,23 @@ class Call:
             actions += self._end(now)
         return actions
 
+    def _bye_may_be_challenged(self) -> bool:
+        """Our BYE toward a target we hold credentials for is still unanswered."""
+        if self._answerer is None:
+            return False
+        outs = (*self._out_by_key.values(), *self._out_by_tag.values())
+        return any(out.purpose == "bye" and out.leg is self.b for out in outs)
+
+    def _closing_bye(self, key: TxnKey, out: _Out, response: Response, now: float) -> Actions:
+        if response.status < 200:
+            return []
+        self._out_by_key.pop(key, None)
+        if response.status in (401, 407):
+            resent = self._resend_with_auth(out, response)
+            if resent is not None:
+                return resent
+        return self._end(now)
+
     def _flush_bye(self, leg: Leg, now: float) -> Actions:
         """Send the BYE held for the ACK of our 2xx; end the call if nothing else waits."""
         headers, leg.pending_bye = leg.pending_bye, None
@@ -1384,13 +1574,18 @@ class Call:
     def _end(self, now: float) -> Actions:
         if self.ended:
             return []
-        if self.a.pending_bye is not None or self.b.pending_bye is not None:
+        if (
+            self.a.pending_bye is not None
+            or self.b.pending_bye is not None
+            or self._bye_may_be_challenged()
+        ):
             if self._closing_at is not None:
                 return []
-            # Over, but a BYE waits for an ACK (§15): media and pending requests go now,
-            # the CallEnded when that BYE has gone.
+            # Over, but a BYE waits for an ACK (§15), or our BYE to a trunk that challenges
+            # may need its credentials: media and pending requests go now, the CallEnded
+            # when that BYE is done.
             self._closing_at = now
-            return [*self._answer_pending(), ReleaseMedia(), LogEvent("call.bye_awaits_ack", ())]
+            return [*self._answer_pending(), ReleaseMedia(), LogEvent("call.closing", ())]
         actions = [] if self._closing_at is not None else self._answer_pending()
         self.ended = True
         self.phase = Phase.ENDED
@@ -1467,6 +1662,8 @@ class Call:
         if body is not None:
             data = bytes(body)
             headers = [*headers, ("Content-Type", SDP_TYPE)]
+            if status < 200:
+                self._a_saw_sdp = True  # early media heard: no failover from here on
         return make_response(
             self.invite, status, reason or None, to_tag=self.a_tag, headers=headers, body=data
         )
@@ -1614,3 +1811,10 @@ def _is_ip_literal(host: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _answerer(target: Target) -> ChallengeAnswerer | None:
+    secret = target.credentials
+    if secret is None:
+        return None
+    return ChallengeAnswerer(secret.username, secret.password, secret.realm)

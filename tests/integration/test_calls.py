@@ -480,3 +480,39 @@ def test_call_without_media_is_ended_by_the_media_timeout(tmp_path: Path) -> Non
     for side in (outcome.pbx, outcome.itsp):
         byes = side.received_requests("BYE")
         assert byes and "Media timeout" in (byes[0].header("Reason") or ""), outcome.describe()
+
+
+# ---------------------------------------------------------------------------- trunks
+
+
+def test_trunk_challenge_answered_and_the_pbx_never_sees_it(tmp_path: Path) -> None:
+    # RFC 3261 §22.2: the ITSP answers the INVITE 401; the SBC sends it again with
+    # Authorization (SIPp verifies it with verifyauth), same Call-ID, CSeq one up.
+    lab = CallLab(
+        tmp_path, sip={"t1": T1}, itsp_trunk="credentials: {username: alice, password: s3cret}"
+    )
+    with lab:
+        outcome = lab.run_outbound("call_out_pbx.xml", "call_auth_itsp.xml", pbx_args=("-d", "100"))
+    assert_ok(outcome)
+    invites = outcome.itsp.received_requests("INVITE")
+    assert len(invites) == 2, outcome.describe()
+    assert invites[0].header("Call-ID") == invites[1].header("Call-ID")
+    cseqs = [int((m.header("CSeq") or "0").split()[0]) for m in invites]
+    assert cseqs[1] == cseqs[0] + 1
+    assert "Digest" in (invites[1].header("Authorization") or "")
+    assert not outcome.pbx.received_responses("INVITE", 401), "the challenge leaked to the PBX"
+    assert "s3cret" not in lab.log_text()
+
+
+def test_silent_first_trunk_fails_over_to_the_next_within_its_setup_time(tmp_path: Path) -> None:
+    # TRAPS 11: no answer from the first trunk within setup_timeout moves the same call (one
+    # INVITE from the PBX) on to the next trunk; the PBX just sees its call answered.
+    dead = '{name: dead, interface: external, proxy: "sip:127.0.0.21:5999", setup_timeout: 0.5}'
+    with CallLab(tmp_path, sip={"t1": T1}, trunks_before=[dead]) as lab:
+        outcome = lab.run_outbound("call_out_pbx.xml", "call_out_itsp.xml", pbx_args=("-d", "100"))
+        log = lab.log_text()
+    assert_ok(outcome)
+    assert len([m for m in outcome.pbx.sent if m.is_request and m.method == "INVITE"]) == 1
+    assert "event=call.failover" in log and "to=itsp" in log, log[-3000:]
+    assert 'why="setup timeout"' in log, "moved on by Timer B, not by the setup timeout"
+    assert final_invite_answer(outcome.pbx).status == 200

@@ -336,13 +336,19 @@ class CallLab:
         trunk_codecs: Sequence[str] = DEFAULT_TRUNK_CODECS,
         direct: bool = False,
         recv_timeout: float = 5.0,
+        itsp_trunk: str = "",
+        trunks_before: Sequence[str] = (),
     ) -> None:
+        """`itsp_trunk`: extra YAML keys for the ITSP's trunk (e.g. credentials);
+        `trunks_before`: trunk entries (YAML flow mappings) routed to before it, in order."""
         if SIPP is None:
             raise RuntimeError("sipp is not installed (Debian package sip-tester)")
         self.tmp_path = tmp_path
         self.direct = direct
         self.sip = dict(sip or {})
         self.calls = dict(calls or {})
+        self.itsp_trunk = itsp_trunk
+        self.trunks_before = tuple(trunks_before)
         self.trunk_codecs = tuple(trunk_codecs)
         self.recv_timeout = recv_timeout  # SIPp -recv_timeout: how long any <recv> may wait
         self._runs = 0
@@ -395,15 +401,21 @@ class CallLab:
             f"advertise: {SBC_EXTERNAL}, media_address: {SBC_EXTERNAL}}}\n"
             f'pbxs: [{{name: pbx, interface: internal, address: "{PBX_HOST}:{self.pbx_port}", '
             f"trusted_sources: [{PBX_HOST}/32]}}]\n"
-            f"trunks: [{{name: itsp, interface: external, "
+            f"trunks: [{''.join(t + ', ' for t in self.trunks_before)}"
+            f"{{name: itsp, interface: external, "
             f'proxy: "sip:{ITSP_HOST}:{self.itsp_port}", '
-            f"codecs: [{', '.join(self.trunk_codecs)}]}}]\n"
+            f"codecs: [{', '.join(self.trunk_codecs)}]"
+            f"{', ' + self.itsp_trunk if self.itsp_trunk else ''}}}]\n"
             "routes:\n"
-            "  outbound: [{match: '^\\+?\\d+$', trunks: [itsp]}]\n"
+            f"  outbound: [{{match: '^\\+?\\d+$', trunks: [{self._outbound_trunks()}]}}]\n"
             "  inbound: [{match: '.*', pbx: pbx}]\n"
             f"media: {{{media}}}\n"
             f"{calls}"
         )
+
+    def _outbound_trunks(self) -> str:
+        names = [re.search(r"name:\s*([\w-]+)", t) for t in self.trunks_before]
+        return ", ".join([*(m.group(1) for m in names if m), "itsp"])
 
     # ------------------------------------------------------------------ lifecycle
 

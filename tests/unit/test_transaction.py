@@ -265,7 +265,8 @@ def test_client_invite_over_tcp_timer_d_is_zero() -> None:
     inv = outgoing("INVITE", transport="tcp")
     key, _ = layer.send_request(inv, ITSP["tcp"], 0.0)
     actions = layer.receive(answer(inv, 404), ITSP["tcp"], 0.1)
-    assert [type(a) for a in actions] == [ResponseReceived, Send, Terminated]
+    # The ACK first: what the TU sends on hearing of the answer must follow it.
+    assert [type(a) for a in actions] == [Send, ResponseReceived, Terminated]
     assert len(layer) == 0
     assert_drained(layer)
 
@@ -635,7 +636,7 @@ def test_client_cancel_waits_for_a_provisional_9_1() -> None:
     assert layer.state(inv_key) is ClientInviteState.PROCEEDING
     req_terminated = answer(inv, 487)
     actions = layer.receive(req_terminated, ITSP["udp"], 0.5)
-    assert actions[0] == ResponseReceived(inv_key, req_terminated)
+    assert ResponseReceived(inv_key, req_terminated) in actions
     assert [s.message.method for s in sends(actions) if isinstance(s.message, Request)] == ["ACK"]
     assert_drained(layer)
 

@@ -122,11 +122,13 @@ class ClientInviteTransaction(Transaction[ClientInviteState]):
                 self._start(Timer.M, now, self.settings.timeout)
                 self.request.shed()  # no more retransmissions: kept lean for Timer M
             elif new is _CI.COMPLETED:
-                # RFC 3261 §17.1.1.2: ACK even on reliable transports, to the same peer.
+                # RFC 3261 §17.1.1.2: ACK even on reliable transports, to the same peer. It
+                # goes out before the TU hears of the answer, so that whatever the TU sends
+                # next (a new INVITE with credentials after a 407) follows the ACK.
                 self._ack = build_ack(self.request, response)
                 self.request.shed()
                 self._ack.shed()
-                actions.append(Send(self.peer, self._ack))
+                actions.insert(0, Send(self.peer, self._ack))
                 actions += self._start_or_fire(Timer.D, now, self.settings.d(self.reliable))
             return actions
         if old is _CI.COMPLETED and event is _T.RECV_FINAL and self._ack is not None:
