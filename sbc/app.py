@@ -34,6 +34,7 @@ from sbc.sip.transaction import (
 )
 from sbc.sip.validation import ACCEPT, ALLOW, SUPPORTED_OPTIONS, check_request
 from sbc.transport import ListenerError, TransportLayer
+from sbc.trunk_service import TrunkService
 
 log = get_logger("app")
 sip_log = get_logger("sip")
@@ -72,15 +73,23 @@ class SignallingService:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
-        self.router = Router(config)
+        # Routing asks the trunks' health (probes) and their live calls at each new call.
+        self.router = Router(
+            config,
+            health=lambda name: self.trunks.health(name),
+            calls=lambda name: self.calls.per_target(name),
+        )
         low, high = config.media.port_range
         self.relay = MediaRelay(PortPool(low, high), timeout=config.media.timeout)
         self.calls = CallAdapter(self.transactions, self.relay, self._handle, self._now)
         self.calls.rearm = self._arm_timer
+        self.trunks = TrunkService(config, self.router, self.transactions, self._handle)
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         await self.transport.start()
+        self.trunks.start(self._now())
+        self._arm_timer()
 
     async def close(self) -> None:
         if self.calls.calls:
@@ -90,6 +99,11 @@ class SignallingService:
             self.calls.hangup_all("SBC shutting down")
             log.info("sbc.calls_ended_on_shutdown", calls=live)
             await asyncio.sleep(0)  # let the transports flush what was just sent
+        self.trunks.stop(self._now())
+        for _ in range(40):  # up to 2 s for the registrars to confirm the un-REGISTERs
+            if not self.trunks.unregistering:
+                break
+            await asyncio.sleep(0.05)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -177,13 +191,18 @@ class SignallingService:
                 if found is not None:
                     self.calls.ack(found, action.request, now)
             elif isinstance(action, ResponseReceived):
-                if not self.calls.response(action.txn_key, action.response, now):
-                    sip_log.debug("sip.response_ignored", status=action.response.status)
+                key, response = action.txn_key, action.response
+                if not self.calls.response(key, response, now) and not self.trunks.response(
+                    key, response, now
+                ):
+                    sip_log.debug("sip.response_ignored", status=response.status)
             elif isinstance(action, StrayResponse):
                 sip_log.debug("sip.response_ignored", status=action.response.status)
             elif isinstance(action, TimedOut | TransportFailed):
                 kind = type(action).__name__
-                if not self.calls.failure(action.txn_key, kind, now):
+                if not self.calls.failure(action.txn_key, kind, now) and not self.trunks.failure(
+                    action.txn_key, kind, now
+                ):
                     sip_log.warning(
                         "sip.transaction_failed",
                         kind=kind,
@@ -275,9 +294,9 @@ class SignallingService:
 
     def _arm_timer(self) -> None:
         deadline = self.transactions.next_deadline()
-        calls_deadline = self.calls.next_deadline()
-        if calls_deadline is not None and (deadline is None or calls_deadline < deadline):
-            deadline = calls_deadline
+        for other in (self.calls.next_deadline(), self.trunks.next_deadline()):
+            if other is not None and (deadline is None or other < deadline):
+                deadline = other
         if deadline == self._timer_at:
             return
         if self._timer is not None:
@@ -299,6 +318,7 @@ class SignallingService:
         try:
             self._handle(self.transactions.on_timer(now), now)
             self.calls.on_timer(now)
+            self.trunks.on_timer(now)
         except Exception:
             log.exception("timer.handler_failed")
         self._arm_timer()

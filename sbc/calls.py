@@ -54,6 +54,7 @@ class _Entry:
     transactions: list[TxnKey] = field(default_factory=list)
     media: bool = False
     deadline: float | None = None
+    target: str = ""  # the trunk or PBX leg B goes to, as counted in per_target
 
 
 class CallAdapter:
@@ -77,10 +78,25 @@ class CallAdapter:
         self._timers: list[tuple[float, int, str]] = []
         self._seq = itertools.count()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._per_target: dict[str, int] = {}  # live calls per trunk/PBX (max_calls, least_calls)
         relay.on_timeout = self._media_timeout
 
     def __len__(self) -> int:
         return len(self.calls)
+
+    def per_target(self, name: str) -> int:
+        return self._per_target.get(name, 0)
+
+    def _count(self, entry: _Entry) -> None:
+        """Keep per_target right as calls start, move to another trunk, and end."""
+        name = "" if entry.call.ended else entry.call.target.name
+        if name == entry.target:
+            return
+        if entry.target:
+            self._per_target[entry.target] -= 1
+        if name:
+            self._per_target[name] = self._per_target.get(name, 0) + 1
+        entry.target = name
 
     @property
     def indexed(self) -> tuple[int, int]:
@@ -221,6 +237,8 @@ class CallAdapter:
                 emit(action.event, call=call_key, **dict(action.fields))
         if call_key in self.calls:
             self._schedule(entry)
+        if entry.target != ("" if entry.call.ended else entry.call.target.name):
+            self._count(entry)
 
     def _with_listener(self, entry: _Entry, leg: LegId, dest: Peer) -> Peer:
         if dest.listener:

@@ -200,6 +200,26 @@ class TrunkCredentials:
 
 
 @dataclass(frozen=True, slots=True)
+class RegistrationConfig:
+    """One REGISTER binding a trunk keeps up (RFC 3261 §10): AoR user@domain at the registrar,
+    answered with the trunk's credentials."""
+
+    user: str  # AoR user part, e.g. the main number
+    domain: str | None = None  # AoR domain; None: the trunk proxy's host
+    registrar: str | None = None  # Request-URI; None: sip:<domain>
+    expires: int = 3600
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeConfig:
+    """OPTIONS health probing of a trunk's gateway."""
+
+    interval: float = 30.0
+    up_after: int = 2  # successes in a row that mark a down trunk up
+    down_after: int = 3  # failures (timeouts, 408, 503) in a row that mark it down
+
+
+@dataclass(frozen=True, slots=True)
 class Trunk:
     """An ITSP gateway. The settings after `codecs` shape the leg facing it."""
 
@@ -219,6 +239,10 @@ class Trunk:
     credentials: TrunkCredentials | None = None  # None: challenges from it fail the call
     setup_timeout: float = 0  # s without a final answer before trying the next trunk; 0: off
     fail_on_6xx: bool = False  # a 6xx counts as a trunk failure (next trunk) rather than an answer
+    weight: float = 1.0  # share of calls under the `weighted` strategy (0: standby only)
+    max_calls: int | None = None  # concurrent calls at most; None: no cap
+    probe: ProbeConfig | None = None  # None: not probed (always considered up)
+    registrations: tuple[RegistrationConfig, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +251,7 @@ class OutboundRoute:
 
     match: re.Pattern[str]
     trunks: tuple[str, ...]
+    strategy: str = "priority"  # priority | weighted | round_robin | least_calls
 
 
 @dataclass(frozen=True, slots=True)
@@ -716,7 +741,14 @@ _TRUNK_KEYS = (
     "credentials",
     "setup_timeout",
     "fail_on_6xx",
+    "weight",
+    "max_calls",
+    "probe",
+    "registrations",
 )
+_REGISTRATION_KEYS = ("user", "domain", "registrar", "expires")
+_PROBE_KEYS = ("interval", "up_after", "down_after")
+STRATEGIES = ("priority", "weighted", "round_robin", "least_calls")
 _CREDENTIAL_KEYS = ("username", "password", "auth_username", "realm")
 
 
@@ -986,6 +1018,10 @@ def _read_trunks(
         credentials = _read_credentials(section)
         setup_timeout = section.get("setup_timeout", _Node.positive_number, 0.0)
         fail_on_6xx = section.get("fail_on_6xx", _Node.boolean, False)
+        weight = section.get("weight", lambda n: float(n.integer(0, 1000)), 1.0)
+        max_calls = section.get("max_calls", lambda n: n.integer(1), None)
+        probe = _read_probe(section)
+        registrations = _read_registrations(section, credentials)
         if name and interface and proxy is not None:
             trunks.append(
                 Trunk(
@@ -1005,9 +1041,58 @@ def _read_trunks(
                     credentials=credentials,
                     setup_timeout=setup_timeout,
                     fail_on_6xx=fail_on_6xx,
+                    weight=weight,
+                    max_calls=max_calls,
+                    probe=probe,
+                    registrations=registrations,
                 )
             )
     return tuple(trunks)
+
+
+def _read_registrations(
+    trunk: _Section, credentials: TrunkCredentials | None
+) -> tuple[RegistrationConfig, ...]:
+    if trunk.data.get("registrations") is None:
+        return ()
+    node = trunk.node("registrations")
+    found: list[RegistrationConfig] = []
+    for item in _items(node):
+        section = _section(item, _REGISTRATION_KEYS)
+        if section is None:
+            continue
+        try:
+            user = section.node("user").string()
+        except _Invalid:
+            continue
+        found.append(
+            RegistrationConfig(
+                user,
+                domain=section.get("domain", _host, None),
+                registrar=section.get("registrar", _Node.string, None),
+                expires=section.get("expires", lambda n: n.integer(60, 86400), 3600),
+            )
+        )
+    if found and credentials is None:
+        node.error("registrations need the trunk's credentials (username and password)")
+    return tuple(found)
+
+
+def _read_probe(trunk: _Section) -> ProbeConfig | None:
+    value = trunk.data.get("probe")
+    if value is None or value is False:
+        return None
+    if value is True:
+        return ProbeConfig()
+    section = _section(trunk.node("probe"), _PROBE_KEYS)
+    if section is None:
+        return None
+    defaults = ProbeConfig()
+    return ProbeConfig(
+        interval=section.get("interval", _Node.positive_number, defaults.interval),
+        up_after=section.get("up_after", lambda n: n.integer(1, 100), defaults.up_after),
+        down_after=section.get("down_after", lambda n: n.integer(1, 100), defaults.down_after),
+    )
 
 
 def _read_credentials(trunk: _Section) -> TrunkCredentials | None:
@@ -1143,7 +1228,7 @@ def _read_routes(top: _Section, pbx_names: Sequence[str], trunk_names: Sequence[
     outbound: list[OutboundRoute] = []
     if section.data.get("outbound") is not None:
         for item in _items(section.node("outbound")):
-            route = _section(item, ("match", "trunks"))
+            route = _section(item, ("match", "trunks", "strategy"))
             if route is None:
                 continue
             try:
@@ -1162,8 +1247,9 @@ def _read_routes(top: _Section, pbx_names: Sequence[str], trunk_names: Sequence[
                     trunks_node.error("name at least one trunk")
             except _Invalid:
                 pass
+            strategy = route.get("strategy", lambda n: n.choice(STRATEGIES), "priority")
             if match is not None and names:
-                outbound.append(OutboundRoute(match, tuple(names)))
+                outbound.append(OutboundRoute(match, tuple(names), strategy))
     inbound: list[InboundRoute] = []
     if section.data.get("inbound") is not None:
         for item in _items(section.node("inbound")):

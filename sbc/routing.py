@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import random
 import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from sbc.sip.errors import ParseError
 from sbc.sip.message import Request
 from sbc.sip.peer import Peer
 from sbc.sip.uri import SipUri, TelUri, Uri
+from trunks.selection import TrunkCandidate, TrunkSelector
 
 __all__ = ["Rejection", "Router", "route"]
 
@@ -65,7 +67,13 @@ class Router:
         config: Config,
         trunk_addresses: Mapping[str, Iterable[str]] | None = None,
         new_call_key: Callable[[], str] | None = None,
+        *,
+        health: Callable[[str], bool] | None = None,
+        calls: Callable[[str], int] | None = None,
+        rng: random.Random | None = None,
     ) -> None:
+        """`health(trunk)`: whether probing finds it up (default: always); `calls(trunk)`:
+        its live calls, for least_calls and max_calls (default: none)."""
         self.config = config
         self._new_key = new_call_key or (lambda: f"{config.node}-{secrets.token_hex(8)}")
         self._interfaces = config.interfaces
@@ -87,6 +95,24 @@ class Router:
             for address in addresses.get(trunk.name) or (trunk.proxy.host,):
                 by_address.setdefault(_normal_address(address), []).append(trunk)
         self._leg_a_cache: dict[tuple[str, str, str], LocalEndpoint] = {}
+        # One selector per outbound route: round robin and weights keep per-route state.
+        self._selectors = [
+            TrunkSelector(
+                [
+                    TrunkCandidate(name, config.trunk(name).weight, config.trunk(name).max_calls)
+                    for name in route.trunks
+                ],
+                route.strategy,
+                health or _always_up,
+                calls or _no_calls,
+                rng=rng,
+            )
+            for route in config.routes.outbound
+        ]
+
+    def trunk_local(self, name: str) -> LocalEndpoint:
+        """Our side toward a trunk (Via, Contact, listener): what its probes go out with."""
+        return self._trunk_sides[name].local
 
     # ------------------------------------------------------------------ the decision
 
@@ -119,15 +145,18 @@ class Router:
         if isinstance(callee, Rejection):
             return callee
         rewritten = _rewrite(callee, self.config.numbers.outbound)
-        for outbound in self.config.routes.outbound:
-            if outbound.match.search(rewritten) is not None:
-                break
-        else:
+        routes = self.config.routes.outbound
+        index = next((i for i, r in enumerate(routes) if r.match.search(rewritten)), None)
+        if index is None:
             return _no_route(callee, rewritten, "outbound")
+        names = self._selectors[index].order()
+        if not names:
+            # Every trunk of the route is at its max_calls (TRAPS #12: the carrier's limit).
+            return Rejection(503, "Service Unavailable", f"all trunks of route {index} are full")
         caller = _caller(request)
         targets = tuple(
             self._trunk_target(self._trunk_sides[name], self.config.trunk(name), caller, rewritten)
-            for name in outbound.trunks
+            for name in names
         )
         a_side = self._pbx_sides[pbx.name]
         return self._setup(
@@ -468,3 +497,11 @@ def _secret(trunk: Trunk) -> DigestSecret | None:
     if creds is None:
         return None
     return DigestSecret(creds.digest_username, creds.password, creds.realm)
+
+
+def _always_up(trunk: str) -> bool:
+    return True
+
+
+def _no_calls(trunk: str) -> int:
+    return 0

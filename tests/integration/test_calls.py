@@ -29,12 +29,15 @@ from tests.support.calls import (
     TracedMessage,
     sdp_media,
 )
+from tests.support.gateway import FakeGateway
+from tests.support.net import free_port
 from tests.support.process import SbcProcess
 from tests.support.rtp import RtpEndpoint, send_until_received
 from tests.support.sipp import SIPP
 
 pytestmark = pytest.mark.skipif(SIPP is None, reason="sipp (Debian sip-tester) is not installed")
 
+GATEWAY_HOST = "127.0.0.21"  # a second carrier gateway for trunk tests
 T1 = 0.05  # s: Timer B (64*T1 = 3.2 s) ends the silent-ITSP call quickly
 # H264 lets the video test's m=video through the trunk's codec filter.
 TRUNK_CODECS = ("PCMU", "PCMA", "telephone-event", "H264")
@@ -516,3 +519,51 @@ def test_silent_first_trunk_fails_over_to_the_next_within_its_setup_time(tmp_pat
     assert "event=call.failover" in log and "to=itsp" in log, log[-3000:]
     assert 'why="setup timeout"' in log, "moved on by Timer B, not by the setup timeout"
     assert final_invite_answer(outcome.pbx).status == 200
+
+
+def test_probes_take_a_failing_trunk_out_of_routing_and_back(tmp_path: Path) -> None:
+    # The first trunk's gateway answers OPTIONS 503 (down after 2 probes): calls go straight
+    # to the second trunk; once its probes are answered 200 again it is back in front.
+    gateway_port = free_port(GATEWAY_HOST)
+    flaky = (
+        f'{{name: flaky, interface: external, proxy: "sip:{GATEWAY_HOST}:{gateway_port}", '
+        "probe: {interval: 0.2, up_after: 2, down_after: 2}}"
+    )
+    with (
+        FakeGateway(GATEWAY_HOST, gateway_port, options_status=503) as gateway,
+        CallLab(tmp_path, sip={"t1": T1}, trunks_before=[flaky]) as lab,
+    ):
+        assert lab.sbc is not None
+        lab.sbc.wait_for_log(r"event=trunk\.health .*trunk=flaky .*state=down")
+        outcome = lab.run_outbound("call_out_pbx.xml", "call_out_itsp.xml", pbx_args=("-d", "100"))
+        assert_ok(outcome)
+        assert gateway.count("INVITE") == 0, "a trunk marked down still got the call"
+        start = len(lab.sbc.log_lines())
+        gateway.options_status = 200
+        lab.sbc.wait_for_log(r"event=trunk\.health .*trunk=flaky .*state=up", start=start)
+        outcome = lab.run_outbound("call_out_pbx.xml", "call_out_itsp.xml", pbx_args=("-d", "100"))
+        assert_ok(outcome)  # its 503 moves the call on: the PBX still sees a success
+        assert gateway.count("INVITE") == 1, "the trunk back up was not tried first"
+
+
+def test_trunk_registers_with_digest_honours_the_granted_expiry_and_unregisters(
+    tmp_path: Path,
+) -> None:
+    creds = "credentials: {username: alice, password: s3cret}, registrations: [{user: alice}]"
+    lab = CallLab(tmp_path, sip={"t1": T1}, itsp_trunk=creds)
+    registrar = lab.serve_itsp("registrar_uas.xml", timeout=20.0)
+    try:
+        with lab:
+            assert lab.sbc is not None
+            line = lab.sbc.wait_for_log(r"event=trunk\.registration .*state=registered")
+            # TRAPS 7: the 120 s the registrar granted, not the 3600 s asked for.
+            assert "expires_in=120" in line, line
+        run = registrar.finish("itsp", 10.0)
+    finally:
+        registrar.kill()
+    assert run.ok, run.describe()
+    registers = run.received_requests("REGISTER")
+    assert len(registers) == 3, run.describe()
+    assert "Digest" in (registers[1].header("Authorization") or "")
+    assert registers[0].header("Call-ID") == registers[2].header("Call-ID")  # §10.2.4
+    assert "s3cret" not in lab.log_text()

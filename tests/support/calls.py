@@ -287,6 +287,10 @@ class RunningPair:
         runs[self.callee] = self._finish(self.callee, callee_grace)
         return CallOutcome(runs["pbx"], runs["itsp"], self.lab.log_text())
 
+    def finish(self, role: str, timeout: float = 10.0) -> SippRun:
+        """Wait for one SIPp of the pair to end and read its run."""
+        return self._finish(role, timeout)
+
     def _finish(self, role: str, timeout: float) -> SippRun:
         side = self.sides[role]
         process = self.processes[role]
@@ -569,6 +573,22 @@ class CallLab:
         except BaseException:
             pair.kill()
             raise
+
+    def serve_itsp(self, scenario: str, timeout: float = 10.0) -> RunningPair:
+        """Start only the ITSP SIPp (a registrar, say) and wait until it listens; read its run
+        with `finish("itsp")`. Start it before the SBC when the SBC talks first."""
+        self._runs += 1
+        workdir = self.tmp_path / f"call{self._runs}"
+        workdir.mkdir()
+        itsp = self.itsp_side(scenario)
+        pair = RunningPair(self, workdir, itsp, itsp, timeout)
+        pair.processes["itsp"] = self._spawn(itsp, self.external_addr, workdir, timeout)
+        try:
+            _wait_bound(itsp.host, itsp.port, pair.processes["itsp"])
+        except BaseException:
+            pair.kill()
+            raise
+        return pair
 
     def _start_pair(
         self, *, caller: SippSide, callee: SippSide, target: tuple[str, int], timeout: float
