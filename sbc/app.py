@@ -11,7 +11,8 @@ from collections.abc import Callable, Iterable
 from media.ports import PortPool
 from media.relay import MediaRelay
 from sbc.calls import CallAdapter
-from sbc.config import Config
+from sbc.config import Config, Pbx
+from sbc.inbound_auth import Accepted, Challenge, InboundAuth
 from sbc.log import get_logger
 from sbc.routing import Rejection, Router
 from sbc.sip.errors import ParseError
@@ -84,6 +85,7 @@ class SignallingService:
         self.calls = CallAdapter(self.transactions, self.relay, self._handle, self._now)
         self.calls.rearm = self._arm_timer
         self.trunks = TrunkService(config, self.router, self.transactions, self._handle)
+        self.inbound_auth = InboundAuth(config.pbxs)
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -257,6 +259,14 @@ class SignallingService:
             return make_response(request, 481, headers=self._server_header)
         if method == "INVITE":
             setup = self.router.route(request, event.source)
+            if isinstance(setup, Rejection) and setup.status == 403:
+                # Not from a trusted source or trunk: a PBX user may prove itself (digest).
+                pbx = self.router.auth_pbx(event.source)
+                if pbx is not None:
+                    answer = self._authenticate(request, event.source, pbx, now)
+                    if answer is not None:
+                        return answer
+                    setup = self.router.route(request, event.source, as_pbx=pbx.name)
             if isinstance(setup, Rejection):
                 sip_log.info(
                     "call.rejected",
@@ -278,6 +288,11 @@ class SignallingService:
             headers.extend(self._server_header)
             return make_response(request, 200, to_tag=new_tag(), headers=headers)
         if method == "REGISTER":
+            pbx = self.router.auth_pbx(event.source)
+            if pbx is not None:
+                return self._authenticate(request, event.source, pbx, now) or self._registered(
+                    request
+                )
             # The SBC is no registrar: a policy answer (RFC 4475 §3.3.7 allows one).
             return make_response(
                 request,
@@ -289,6 +304,41 @@ class SignallingService:
         return make_response(
             request, 404, "No Route", to_tag=new_tag(), headers=self._server_header
         )
+
+    def _authenticate(
+        self, request: Request, source: Peer, pbx: Pbx, now: float
+    ) -> Response | None:
+        """The challenge or refusal for a request from a PBX user, or None: accepted."""
+        outcome = self.inbound_auth.check(request, pbx, now)
+        if isinstance(outcome, Accepted):
+            sip_log.info("auth.accepted", pbx=pbx.name, user=outcome.username, source=str(source))
+            return None
+        if isinstance(outcome, Challenge):
+            headers = [*outcome.headers, *self._server_header]
+            return make_response(request, outcome.status, to_tag=new_tag(), headers=headers)
+        # Counted and logged for the security policy (brute force shows up here); the
+        # password and the digest response never are.
+        sip_log.warning(
+            "auth.refused",
+            pbx=pbx.name,
+            user=outcome.username,
+            source=str(source),
+            method=request.method,
+            why=outcome.why,
+            failures=self.inbound_auth.failures,
+        )
+        return make_response(request, outcome.status, to_tag=new_tag(), headers=self._server_header)
+
+    def _registered(self, request: Request) -> Response:
+        """200 to an authenticated REGISTER: the PBX's calls are routed by configuration
+        (its `address`), so the binding is acknowledged, not stored; we grant at most an
+        hour (RFC 3261 §10.3 step 7)."""
+        asked = request.header("Expires")
+        expires = int(asked) if asked is not None and asked.strip().isdigit() else 3600
+        headers = [("Contact", c) for c in request.header_values("Contact")]
+        headers.append(("Expires", str(min(expires, 3600))))
+        headers.extend(self._server_header)
+        return make_response(request, 200, to_tag=new_tag(), headers=headers)
 
     # ------------------------------------------------------------------ the one timer
 

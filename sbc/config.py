@@ -148,6 +148,28 @@ class LogSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class PbxAuth:
+    """Digest users a PBX (or its phones) may prove themselves with instead of, or besides,
+    coming from a trusted source (RFC 3261 §22)."""
+
+    realm: str
+    users: tuple[tuple[str, str], ...]  # (username, password)
+    # Offered strongest first (RFC 8760 §2.4); some PBXs (and SIPp) only answer MD5 and take
+    # the first challenge whatever it is: list just MD5 for those.
+    algorithms: tuple[str, ...] = ("SHA-256", "MD5")
+
+    def password(self, username: str) -> str | None:
+        for name, password in self.users:
+            if name == username:
+                return password
+        return None
+
+    def __repr__(self) -> str:  # never print passwords
+        names = ", ".join(name for name, _ in self.users)
+        return f"PbxAuth(realm={self.realm!r}, users=[{names}])"
+
+
+@dataclass(frozen=True, slots=True)
 class Pbx:
     """A PBX the SBC serves. The settings after `trusted_sources` shape the leg facing it."""
 
@@ -163,6 +185,7 @@ class Pbx:
     session_expires: int = 0  # PBXs refresh their own sessions
     min_se: int = MIN_SESSION_INTERVAL
     supports_100rel: bool = True
+    auth: PbxAuth | None = None  # digest users; None: trusted_sources only
 
 
 @dataclass(frozen=True, slots=True)
@@ -730,7 +753,7 @@ _LEG_KEYS = (
     "min_se",
     "100rel",
 )
-_PBX_KEYS = ("name", "interface", "address", "trusted_sources", *_LEG_KEYS)
+_PBX_KEYS = ("name", "interface", "address", "trusted_sources", *_LEG_KEYS, "auth")
 _TRUNK_KEYS = (
     "name",
     "interface",
@@ -967,9 +990,43 @@ def _read_pbxs(
                     session_expires=leg.session_expires,
                     min_se=leg.min_se,
                     supports_100rel=leg.supports_100rel,
+                    auth=_read_pbx_auth(section),
                 )
             )
     return tuple(pbxs)
+
+
+def _read_pbx_auth(pbx: _Section) -> PbxAuth | None:
+    if pbx.data.get("auth") is None:
+        return None
+    section = _section(pbx.node("auth"), ("realm", "users", "algorithms"))
+    if section is None:
+        return None
+    try:
+        realm = section.node("realm").string()
+        users_node = section.node("users")
+        users_section = users_node.mapping(None)
+    except _Invalid:
+        return None
+    users: list[tuple[str, str]] = []
+    for name in users_section.data:
+        try:
+            users.append((str(name), users_section.node(name).string()))
+        except _Invalid:
+            pass
+    if not users:
+        users_node.error("name at least one user: {username: password}")
+        return None
+    default: tuple[str, ...] = ("SHA-256", "MD5")
+    algorithms = section.get("algorithms", _read_algorithms, default)
+    return PbxAuth(realm, tuple(users), algorithms)
+
+
+def _read_algorithms(node: _Node) -> tuple[str, ...]:
+    names = tuple(item.choice(("SHA-512-256", "SHA-256", "MD5")) for item in _items(node))
+    if not names:
+        node.fail("name at least one of SHA-512-256, SHA-256, MD5")
+    return names
 
 
 def _read_codecs(node: _Node) -> tuple[str, ...]:

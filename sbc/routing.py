@@ -116,12 +116,29 @@ class Router:
 
     # ------------------------------------------------------------------ the decision
 
-    def route(self, request: Request, source: Peer) -> CallSetup | Rejection:
-        """The CallSetup for a new INVITE from `source`, or why it is refused."""
+    def auth_pbx(self, source: Peer) -> Pbx | None:
+        """The PBX whose digest users may call from `source`'s interface (the first one with
+        `auth` there), for a request no trusted source or trunk address accounts for."""
+        interface = source.listener.split("/", 1)[0]
+        for pbx in self.config.pbxs:
+            if pbx.auth is not None and pbx.interface == interface:
+                return pbx
+        return None
+
+    def route(
+        self, request: Request, source: Peer, *, as_pbx: str | None = None
+    ) -> CallSetup | Rejection:
+        """The CallSetup for a new INVITE from `source`, or why it is refused. `as_pbx`: the
+        caller proved with digest credentials that it belongs to that PBX."""
         interface = source.listener.split("/", 1)[0]
         address = _normal_address(source.host)
-        trunk = self._trunk_source(interface, address, source)
-        pbx = self._pbx_source(interface, address)
+        trunk: Trunk | None
+        pbx: Pbx | None
+        if as_pbx is not None:
+            trunk, pbx = None, self.config.pbx(as_pbx)
+        else:
+            trunk = self._trunk_source(interface, address, source)
+            pbx = self._pbx_source(interface, address)
         if pbx is not None and trunk is not None and not _pbx_claims(source, pbx, trunk):
             pbx = None
         try:

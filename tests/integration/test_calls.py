@@ -567,3 +567,42 @@ def test_trunk_registers_with_digest_honours_the_granted_expiry_and_unregisters(
     assert "Digest" in (registers[1].header("Authorization") or "")
     assert registers[0].header("Call-ID") == registers[2].header("Call-ID")  # §10.2.4
     assert "s3cret" not in lab.log_text()
+
+
+# ---------------------------------------------------------------------------- PBX auth
+
+# SIPp answers MD5 only, and only the first challenge: offer just MD5 to it.
+PBX_AUTH = 'auth: {realm: sbc.test, users: {"201": pw-201}, algorithms: [MD5]}'
+
+
+def test_pbx_user_not_from_a_trusted_source_calls_after_digest(tmp_path: Path) -> None:
+    # RFC 3261 §22.3: the SBC challenges with 407; the right credentials make the call an
+    # ordinary outbound call, and the ITSP sees neither the challenge nor the credentials.
+    lab = CallLab(tmp_path, sip={"t1": T1}, pbx_extra=PBX_AUTH, pbx_trusted="127.0.0.99/32")
+    with lab:
+        outcome = lab.run_outbound(
+            "call_digest_pbx.xml", "call_out_itsp.xml", pbx_args=("-au", "201", "-ap", "pw-201")
+        )
+        log = lab.log_text()
+    assert_ok(outcome)
+    assert outcome.pbx.received_responses("INVITE", 407), outcome.describe()
+    invite = first_received_invite(outcome.itsp)
+    assert invite.header("Proxy-Authorization") is None
+    assert "event=auth.accepted" in log and "pw-201" not in log
+
+
+def test_pbx_user_with_a_wrong_password_gets_403_and_is_counted(tmp_path: Path) -> None:
+    lab = CallLab(tmp_path, sip={"t1": T1}, pbx_extra=PBX_AUTH, pbx_trusted="127.0.0.99/32")
+    with lab:
+        assert lab.sbc is not None
+        pair = lab.start_outbound(
+            "call_badpass_pbx.xml", "call_out_itsp.xml", pbx_args=("-au", "201", "-ap", "guess")
+        )
+        try:
+            pbx = pair.finish("pbx", 10.0)
+        finally:
+            pair.kill()
+        line = lab.sbc.wait_for_log(r"event=auth\.refused ")
+    assert pbx.ok, pbx.describe()
+    assert "failures=1" in line and "user=201" in line, line
+    assert "guess" not in lab.log_text()

@@ -342,6 +342,8 @@ class CallLab:
         recv_timeout: float = 5.0,
         itsp_trunk: str = "",
         trunks_before: Sequence[str] = (),
+        pbx_extra: str = "",
+        pbx_trusted: str = f"{PBX_HOST}/32",
     ) -> None:
         """`itsp_trunk`: extra YAML keys for the ITSP's trunk (e.g. credentials);
         `trunks_before`: trunk entries (YAML flow mappings) routed to before it, in order."""
@@ -352,6 +354,8 @@ class CallLab:
         self.sip = dict(sip or {})
         self.calls = dict(calls or {})
         self.itsp_trunk = itsp_trunk
+        self.pbx_extra = pbx_extra  # extra YAML keys of the PBX entry (e.g. auth users)
+        self.pbx_trusted = pbx_trusted
         self.trunks_before = tuple(trunks_before)
         self.trunk_codecs = tuple(trunk_codecs)
         self.recv_timeout = recv_timeout  # SIPp -recv_timeout: how long any <recv> may wait
@@ -404,7 +408,8 @@ class CallLab:
             f'  external: {{listen: ["udp:{SBC_EXTERNAL}:{self.external_port}"], '
             f"advertise: {SBC_EXTERNAL}, media_address: {SBC_EXTERNAL}}}\n"
             f'pbxs: [{{name: pbx, interface: internal, address: "{PBX_HOST}:{self.pbx_port}", '
-            f"trusted_sources: [{PBX_HOST}/32]}}]\n"
+            f"trusted_sources: [{self.pbx_trusted}]"
+            f"{', ' + self.pbx_extra if self.pbx_extra else ''}}}]\n"
             f"trunks: [{''.join(t + ', ' for t in self.trunks_before)}"
             f"{{name: itsp, interface: external, "
             f'proxy: "sip:{ITSP_HOST}:{self.itsp_port}", '
