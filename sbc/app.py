@@ -127,6 +127,8 @@ class SignallingService:
 
     def log_stats(self) -> None:
         log.info("sbc.stats", **self.stats())
+        for name, state in self.trunks.states().items():
+            log.info("sbc.trunk_state", trunk=name, state=state)
 
     @property
     def listener_names(self) -> list[str]:

@@ -266,6 +266,9 @@ class Trunk:
     max_calls: int | None = None  # concurrent calls at most; None: no cap
     probe: ProbeConfig | None = None  # None: not probed (always considered up)
     registrations: tuple[RegistrationConfig, ...] = ()
+    caller_id: str | None = (
+        None  # the number shown toward this trunk (From user); None: the caller's
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -768,6 +771,7 @@ _TRUNK_KEYS = (
     "max_calls",
     "probe",
     "registrations",
+    "caller_id",
 )
 _REGISTRATION_KEYS = ("user", "domain", "registrar", "expires")
 _PROBE_KEYS = ("interval", "up_after", "down_after")
@@ -1079,6 +1083,7 @@ def _read_trunks(
         max_calls = section.get("max_calls", lambda n: n.integer(1), None)
         probe = _read_probe(section)
         registrations = _read_registrations(section, credentials)
+        caller_id = section.get("caller_id", _Node.string, None)
         if name and interface and proxy is not None:
             trunks.append(
                 Trunk(
@@ -1102,6 +1107,7 @@ def _read_trunks(
                     max_calls=max_calls,
                     probe=probe,
                     registrations=registrations,
+                    caller_id=caller_id,
                 )
             )
     return tuple(trunks)

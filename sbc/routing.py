@@ -272,7 +272,9 @@ class Router:
             dest=Peer(side.transport, proxy.host, proxy.port),
             request_uri=f"{scheme}:{user}@{host}:{proxy.port}{_transport_param(scheme, side)}",
             to_uri=f"{scheme}:{user}@{to_host}",
-            from_uri=_user_uri(scheme, caller, from_host),
+            # The trunk's own caller_id (the company number the carrier accepts) or the
+            # caller's number as the PBX sent it.
+            from_uri=_user_uri(scheme, trunk.caller_id or caller, from_host),
             local=side.local,
             policy=side.policy,
             credentials=_secret(trunk),

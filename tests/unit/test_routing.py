@@ -462,3 +462,29 @@ def test_router_refuses_a_config_with_an_interface_without_listeners(config: Con
     broken = replace(config, interfaces={**config.interfaces, "external": bare})
     with pytest.raises(ValueError, match="trunk 'itsp-a': interface 'external' has no listener"):
         Router(broken)
+
+
+def test_trunk_caller_id_replaces_the_callers_number_toward_it() -> None:
+    text = CONFIG.replace(
+        "codecs: [PCMA, telephone-event]", "codecs: [PCMA]\n    caller_id: '+4930555000'", 1
+    )
+    setup = accepted(
+        Router(parse_config(text, "r.yaml")).route(invite("sip:0301234567@127.0.0.1"), PBX_UDP)
+    )
+    assert setup.targets[0].from_uri.startswith("sip:+4930555000@"), setup.targets[0].from_uri
+    assert setup.caller == "201"  # the CDR keeps who really called
+
+
+def test_weighted_route_and_max_calls_shape_the_trunk_order() -> None:
+    text = CONFIG.replace(
+        "- {match: '^\\+49\\d{5,}$', trunks: [itsp-a, itsp-b]}",
+        "- {match: '^\\+49\\d{5,}$', trunks: [itsp-a, itsp-b], strategy: least_calls}",
+        1,
+    )
+    busy = {"itsp-a": 5, "itsp-b": 1}
+    router = Router(parse_config(text, "r.yaml"), calls=lambda name: busy.get(name, 0))
+    setup = accepted(router.route(invite("sip:0301234567@127.0.0.1"), PBX_UDP))
+    assert [t.name for t in setup.targets] == ["itsp-b", "itsp-a"]
+    down = Router(parse_config(text, "r.yaml"), health=lambda name: name != "itsp-b")
+    setup = accepted(down.route(invite("sip:0301234567@127.0.0.1"), PBX_UDP))
+    assert [t.name for t in setup.targets] == ["itsp-a"]
