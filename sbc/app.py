@@ -14,6 +14,7 @@ from sbc.calls import CallAdapter
 from sbc.config import Config, Pbx
 from sbc.inbound_auth import Accepted, Challenge, InboundAuth
 from sbc.log import get_logger
+from sbc.resolve import resolve_trunks
 from sbc.routing import Rejection, Router
 from sbc.sip.errors import ParseError
 from sbc.sip.framing import FramingError
@@ -90,6 +91,7 @@ class SignallingService:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         await self.transport.start()
+        self.router.set_trunk_addresses(await resolve_trunks(self.config))
         self.trunks.start(self._now())
         self._arm_timer()
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-import random
 import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -70,7 +69,6 @@ class Router:
         *,
         health: Callable[[str], bool] | None = None,
         calls: Callable[[str], int] | None = None,
-        rng: random.Random | None = None,
     ) -> None:
         """`health(trunk)`: whether probing finds it up (default: always); `calls(trunk)`:
         its live calls, for least_calls and max_calls (default: none)."""
@@ -88,12 +86,9 @@ class Router:
         for pbx in config.pbxs:
             sources = self._pbx_sources.setdefault(pbx.interface, [])
             sources.extend((network, pbx) for network in pbx.trusted_sources)
-        addresses = trunk_addresses or {}
         self._trunk_sources: dict[str, dict[str, list[Trunk]]] = {}
-        for trunk in config.trunks:
-            by_address = self._trunk_sources.setdefault(trunk.interface, {})
-            for address in addresses.get(trunk.name) or (trunk.proxy.host,):
-                by_address.setdefault(_normal_address(address), []).append(trunk)
+        self._gateways: dict[str, tuple[str, ...]] = {}
+        self.set_trunk_addresses(trunk_addresses or {})
         self._leg_a_cache: dict[tuple[str, str, str], LocalEndpoint] = {}
         # One selector per outbound route: round robin and weights keep per-route state.
         self._selectors = [
@@ -105,10 +100,28 @@ class Router:
                 route.strategy,
                 health or _always_up,
                 calls or _no_calls,
-                rng=rng,
             )
             for route in config.routes.outbound
         ]
+
+    def set_trunk_addresses(self, addresses: Mapping[str, Iterable[str]]) -> None:
+        """What each trunk's proxy name resolved to (A/AAAA, in order): calls go to those
+        gateways in turn, and requests from any of them are the trunk's. A trunk left out
+        (or an IP literal) is known by its proxy host as written."""
+        sources: dict[str, dict[str, list[Trunk]]] = {}
+        gateways: dict[str, tuple[str, ...]] = {}
+        for trunk in self.config.trunks:
+            found = tuple(dict.fromkeys(addresses.get(trunk.name) or (trunk.proxy.host,)))
+            gateways[trunk.name] = found
+            by_address = sources.setdefault(trunk.interface, {})
+            for address in found:
+                by_address.setdefault(_normal_address(address), []).append(trunk)
+        self._trunk_sources, self._gateways = sources, gateways
+        self._source_cache.clear()
+
+    def gateways(self, name: str) -> tuple[str, ...]:
+        """The addresses a trunk's calls, probes and registrations go to, in order."""
+        return self._gateways.get(name, ())
 
     def trunk_local(self, name: str) -> LocalEndpoint:
         """Our side toward a trunk (Via, Contact, listener): what its probes go out with."""
@@ -172,8 +185,11 @@ class Router:
             return Rejection(503, "Service Unavailable", f"all trunks of route {index} are full")
         caller = _caller(request)
         targets = tuple(
-            self._trunk_target(self._trunk_sides[name], self.config.trunk(name), caller, rewritten)
+            self._trunk_target(
+                self._trunk_sides[name], self.config.trunk(name), caller, rewritten, gateway
+            )
             for name in names
+            for gateway in self._gateways.get(name, ())
         )
         a_side = self._pbx_sides[pbx.name]
         return self._setup(
@@ -255,7 +271,9 @@ class Router:
 
     # ------------------------------------------------------------------ targets
 
-    def _trunk_target(self, side: _Side, trunk: Trunk, caller: str, number: str) -> Target:
+    def _trunk_target(
+        self, side: _Side, trunk: Trunk, caller: str, number: str, gateway: str
+    ) -> Target:
         proxy = trunk.proxy
         scheme = "sips" if proxy.scheme == "sips" else "sip"
         host = _uri_host(proxy.host)
@@ -269,7 +287,8 @@ class Router:
         return Target(
             kind="trunk",
             name=trunk.name,
-            dest=Peer(side.transport, proxy.host, proxy.port),
+            # One gateway address of the trunk; the Request-URI keeps the name as configured.
+            dest=Peer(side.transport, gateway, proxy.port),
             request_uri=f"{scheme}:{user}@{host}:{proxy.port}{_transport_param(scheme, side)}",
             to_uri=f"{scheme}:{user}@{to_host}",
             # The trunk's own caller_id (the company number the carrier accepts) or the

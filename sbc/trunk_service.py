@@ -57,7 +57,13 @@ class TrunkService:
         self._timers: list[tuple[float, int, int]] = []  # (deadline, seq, agent index)
         self._deadlines: dict[int, float | None] = {}
         self._seq = itertools.count()
-        for trunk in config.trunks:
+        self._config = config
+        self._router = router
+
+    def _build(self) -> None:
+        """The agents, built once names are resolved (they send to the first gateway)."""
+        router = self._router
+        for trunk in self._config.trunks:
             if trunk.probe is not None:
                 prober = Prober(_probe_settings(trunk, router))
                 self._probers[trunk.name] = prober
@@ -82,6 +88,7 @@ class TrunkService:
 
     # ----- driving ------------------------------------------------------------------------
     def start(self, now: float) -> None:
+        self._build()
         for index, agent in enumerate(self._agents):
             self._run(index, agent, agent.start(now), now)
 
@@ -180,9 +187,10 @@ def _probe_settings(trunk: Trunk, router: Router) -> ProbeSettings:
     host = f"[{proxy.host}]" if ":" in proxy.host else proxy.host
     uri = f"sip:{host}:{proxy.port}"
     ours = f"[{local.host}]" if ":" in local.host else local.host
+    gateway = (router.gateways(trunk.name) or (proxy.host,))[0]
     return ProbeSettings(
         trunk=trunk.name,
-        dest=Peer(trunk.transport, proxy.host, proxy.port, local.listener),
+        dest=Peer(trunk.transport, gateway, proxy.port, local.listener),
         request_uri=uri,
         from_uri=f"sip:sbc@{ours}",
         to_uri=uri,
@@ -202,7 +210,8 @@ def _registration_settings(trunk: Trunk, router: Router) -> list[RegistrationSet
         return []
     local = router.trunk_local(trunk.name)
     proxy = trunk.proxy
-    dest = Peer(trunk.transport, proxy.host, proxy.port, local.listener)
+    gateway = (router.gateways(trunk.name) or (proxy.host,))[0]
+    dest = Peer(trunk.transport, gateway, proxy.port, local.listener)
     ours = f"[{local.host}]" if ":" in local.host else local.host
     suffix = "" if local.transport == "udp" else f";transport={local.transport}"
     found = []

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import enum
 import math
-import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -15,7 +14,7 @@ CallCounts = Callable[[str], int]
 
 class Strategy(enum.Enum):
     PRIORITY = "priority"  # in the order listed
-    WEIGHTED = "weighted"  # random, in proportion to weight
+    WEIGHTED = "weighted"  # in proportion to weight, spread evenly (smooth weighted round robin)
     ROUND_ROBIN = "round_robin"  # each call starts one trunk further along
     LEAST_CALLS = "least_calls"  # fewest live calls first
 
@@ -46,7 +45,7 @@ class TrunkSelector:
 
     `health` maps a trunk name to up/down: a callable, or a mapping where a trunk missing
     counts as up (a trunk nobody probes is assumed to work). `calls` gives a trunk's live
-    calls. `rng` is the random source of 'weighted' (seed it in tests).
+    calls.
     """
 
     def __init__(
@@ -56,7 +55,6 @@ class TrunkSelector:
         health: HealthView,
         calls: CallCounts,
         *,
-        rng: random.Random | None = None,
         last_resort: bool = True,
     ) -> None:
         if not candidates:
@@ -77,7 +75,7 @@ class TrunkSelector:
         else:
             self._is_up = health
         self._calls = calls
-        self._rng = rng if rng is not None else random.Random()
+        self._credit = {c.name: 0.0 for c in candidates}  # weighted: smooth round robin
         # When no trunk of the route is up, try them all anyway (still in strategy order,
         # still within max_calls): every gateway down at once is more likely a probing
         # problem (OPTIONS filtered, our own uplink flapping) than every carrier failing,
@@ -97,6 +95,9 @@ class TrunkSelector:
         # INVITE would most likely wait out Timer B (32 s) before the caller hears anything.
         pool = up if up or not self.last_resort else ranked
         chosen = [c for c in pool if c.name not in full]
+        if chosen and self.strategy is Strategy.WEIGHTED:
+            first = self._weighted_pick(chosen)
+            chosen = [first, *(c for c in chosen if c is not first)]
         if chosen and self.strategy is Strategy.ROUND_ROBIN:
             # Move past the trunk that took this call, not merely one step: skipped trunks
             # would otherwise hand their turns to the trunk after them.
@@ -112,13 +113,28 @@ class TrunkSelector:
             return candidates[self._next :] + candidates[: self._next]
         if strategy is Strategy.LEAST_CALLS:
             return sorted(candidates, key=lambda c: calls[c.name])  # stable: ties by priority
-        # Weighted random order without replacement, as an exponential race (Efraimidis &
-        # Spirakis 2006): sorting by a draw of rate `weight` puts each trunk first with
-        # probability weight / total, and that holds within any subset, so the first healthy
-        # trunk is drawn by weight among the healthy ones whatever is filtered out later.
-        rng = self._rng
-        keys = {c.name: rng.expovariate(c.weight) if c.weight > 0 else math.inf for c in candidates}
-        return sorted(candidates, key=lambda c: keys[c.name])
+        # Weighted: the first trunk is picked in order() among those that can take the call;
+        # the fallbacks follow by weight (standbys with weight 0 last), ties in list order.
+        return sorted(candidates, key=lambda c: -c.weight)
+
+    def _weighted_pick(self, eligible: Sequence[TrunkCandidate]) -> TrunkCandidate:
+        """Smooth weighted round robin among the trunks that can take this call: each gains
+        its weight in credit, the richest takes the call and pays the total. Over any run of
+        calls each trunk gets its exact share, spread out (3:1 gives a a b a, a a b a...)
+        rather than drawn at random, so a short burst does not land on one trunk."""
+        paying = [c for c in eligible if c.weight > 0]
+        if not paying:
+            return eligible[0]  # only standbys left
+        credit = self._credit
+        total = 0.0
+        best = paying[0]
+        for candidate in paying:
+            credit[candidate.name] += candidate.weight
+            total += candidate.weight
+            if credit[candidate.name] > credit[best.name]:
+                best = candidate
+        credit[best.name] -= total
+        return best
 
 
 def counts_as_trunk_failure(status: int, six_xx_fails: bool) -> bool:

@@ -286,9 +286,10 @@ def test_dns_trunk_is_known_by_the_addresses_the_caller_resolved() -> None:
     assert rejected(Router(config).route(request, ITSP_A)).status == 403
     resolved = Router(config, trunk_addresses={"itsp-a": {"127.0.0.20"}})
     assert accepted(resolved.route(request, ITSP_A)).direction == "inbound"
-    # The destination stays the name: resolving it is the adapter's job.
+    # Calls go to the resolved address; the Request-URI keeps the name the ITSP expects.
     outbound = accepted(resolved.route(invite("sip:0301234567@127.0.0.1"), PBX_UDP))
-    assert outbound.targets[0].dest.host == "itsp-a.example.net"
+    assert outbound.targets[0].dest.host == "127.0.0.20"
+    assert "@itsp-a.example.net:5090" in outbound.targets[0].request_uri
 
 
 def test_shared_host_picks_the_trunk_of_the_arrival_transport() -> None:
@@ -488,3 +489,19 @@ def test_weighted_route_and_max_calls_shape_the_trunk_order() -> None:
     down = Router(parse_config(text, "r.yaml"), health=lambda name: name != "itsp-b")
     setup = accepted(down.route(invite("sip:0301234567@127.0.0.1"), PBX_UDP))
     assert [t.name for t in setup.targets] == ["itsp-a"]
+
+
+def test_a_trunk_name_resolved_to_several_gateways_tries_them_in_turn() -> None:
+    router = Router(parse_config(CONFIG, "r.yaml"))
+    router.set_trunk_addresses({"itsp-a": ["127.0.0.20", "127.0.0.25"]})
+    setup = accepted(router.route(invite("sip:0301234567@127.0.0.1"), PBX_UDP))
+    assert [(t.name, t.dest.host) for t in setup.targets] == [
+        ("itsp-a", "127.0.0.20"),
+        ("itsp-a", "127.0.0.25"),
+        ("itsp-b", "127.0.0.21"),
+    ]
+    # Requests from the second gateway are the trunk's (inbound calls).
+    second = Peer("udp", "127.0.0.25", 5090, "external/udp:127.0.0.2:5080")
+    assert accepted(router.route(invite("sip:+4930123456@127.0.0.2"), second)).direction == (
+        "inbound"
+    )
