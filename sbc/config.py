@@ -266,9 +266,10 @@ class Trunk:
     max_calls: int | None = None  # concurrent calls at most; None: no cap
     probe: ProbeConfig | None = None  # None: not probed (always considered up)
     registrations: tuple[RegistrationConfig, ...] = ()
-    caller_id: str | None = (
-        None  # the number shown toward this trunk (From user); None: the caller's
-    )
+    caller_id: str | None = None  # number shown toward this trunk (From user); None: caller's
+    # The dialled number as this carrier wants it (e.g. E.164 to national), after the global
+    # outbound rules; the first matching rule applies.
+    numbers: tuple[NumberRule, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -772,6 +773,7 @@ _TRUNK_KEYS = (
     "probe",
     "registrations",
     "caller_id",
+    "numbers",
 )
 _REGISTRATION_KEYS = ("user", "domain", "registrar", "expires")
 _PROBE_KEYS = ("interval", "up_after", "down_after")
@@ -1084,6 +1086,8 @@ def _read_trunks(
         probe = _read_probe(section)
         registrations = _read_registrations(section, credentials)
         caller_id = section.get("caller_id", _Node.string, None)
+        no_rules: tuple[NumberRule, ...] = ()
+        numbers = section.get("numbers", _read_number_rules, no_rules)
         if name and interface and proxy is not None:
             trunks.append(
                 Trunk(
@@ -1108,6 +1112,7 @@ def _read_trunks(
                     probe=probe,
                     registrations=registrations,
                     caller_id=caller_id,
+                    numbers=numbers,
                 )
             )
     return tuple(trunks)

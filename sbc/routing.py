@@ -277,7 +277,7 @@ class Router:
         proxy = trunk.proxy
         scheme = "sips" if proxy.scheme == "sips" else "sip"
         host = _uri_host(proxy.host)
-        user = _escape_user(number)
+        user = _escape_user(_rewrite(number, trunk.numbers))  # the carrier's number format
         # Toward the ITSP the caller's identity is ours (topology hiding) unless the ITSP
         # wants its own domain there.
         from_host = (

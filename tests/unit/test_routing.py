@@ -505,3 +505,18 @@ def test_a_trunk_name_resolved_to_several_gateways_tries_them_in_turn() -> None:
     assert accepted(router.route(invite("sip:+4930123456@127.0.0.2"), second)).direction == (
         "inbound"
     )
+
+
+def test_a_trunk_gets_the_number_in_its_own_format() -> None:
+    # Global rules make +49...; this carrier wants national format (0...).
+    text = CONFIG.replace(
+        "codecs: [PCMA, telephone-event]",
+        "codecs: [PCMA, telephone-event]\n    numbers: [{match: '^\\+49(\\d+)$', replace: '0\\1'}]",
+        1,
+    )
+    setup = accepted(
+        Router(parse_config(text, "r.yaml")).route(invite("sip:0301234567@127.0.0.1"), PBX_UDP)
+    )
+    assert setup.targets[0].request_uri.startswith("sip:0301234567@"), setup.targets[0].request_uri
+    assert setup.targets[1].request_uri.startswith("sip:+49301234567@")  # itsp-b: unchanged
+    assert setup.callee_rewritten == "+49301234567"
