@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import socket
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, cast
@@ -445,17 +446,26 @@ class MediaRelay:
             self.strict_source,
             loop.create_future(),
         )
+        # Bind the socket ourselves and hand it over: with local_addr= the loop would run
+        # getaddrinfo on an address that is already a literal, four times per call.
+        family = socket.AF_INET6 if ":" in action.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
-            await loop.create_datagram_endpoint(lambda: endpoint, local_addr=(action.host, port))
+            sock.setblocking(False)
+            sock.bind((action.host, port))
         except OSError as exc:
-            # uvloop wraps the bind error in one without errno, raised `from` the real one.
-            cause = exc if exc.errno is not None else (exc.__cause__ or exc.__context__)
-            if isinstance(cause, OSError) and cause.errno in _RETRY_BIND:
-                return cause
+            sock.close()
+            if exc.errno in _RETRY_BIND:
+                return exc
             raise MediaRelayError(
-                f"cannot bind media socket {action.host}:{port}: {cause or exc}"
+                f"cannot bind media socket {action.host}:{port}: {exc}"
                 " (is the interface's media_address an address of this host?)"
             ) from exc
+        try:
+            await loop.create_datagram_endpoint(lambda: endpoint, sock=sock)
+        except BaseException:
+            sock.close()
+            raise
         return endpoint
 
     def _apply(self, session: _Session, actions: Iterable[Retarget]) -> None:
