@@ -3,7 +3,7 @@ decide where a response is sent (sans-I/O)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from sbc.sip.headers import Via
 from sbc.sip.message import Request
@@ -11,12 +11,12 @@ from sbc.sip.message import Request
 RELIABLE_TRANSPORTS = frozenset({"tcp", "tls", "ws", "wss", "sctp"})
 
 
-@dataclass(frozen=True, slots=True)
-class Peer:
+class Peer(NamedTuple):
     """A remote address as seen through one of our listeners.
 
     `transport` is lower-case ('udp', 'tcp', 'tls'); `listener` names the local listener
-    the message arrived on or must leave through (empty: let the transport choose).
+    the message arrived on or must leave through (empty: let the transport choose). A
+    NamedTuple for the same reasons as TxnKey: C hashing, no work for the collector.
     """
 
     transport: str

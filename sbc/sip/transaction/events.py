@@ -4,16 +4,19 @@ transaction user (TU), plus the key that names a transaction."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from sbc.sip.message import Message, Request, Response
 from sbc.sip.peer import Peer
 
 
-@dataclass(frozen=True, slots=True)
-class TxnKey:
+class TxnKey(NamedTuple):
     """Names one transaction. Client keys are (branch, method) as RFC 3261 §17.1.3 matches
     responses; server keys add the top Via sent-by (§17.2.3). Server transactions created by
-    RFC 2543 requests (no magic cookie) get a synthetic branch unique to this layer."""
+    RFC 2543 requests (no magic cookie) get a synthetic branch unique to this layer.
+
+    A NamedTuple: hashed in C on every dict lookup, and (holding only strings) untracked by
+    the cyclic collector while tens of thousands of transactions wait out their timers."""
 
     server: bool
     branch: str
