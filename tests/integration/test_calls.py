@@ -607,3 +607,36 @@ def test_pbx_user_with_a_wrong_password_gets_403_and_is_counted(tmp_path: Path) 
     assert pbx.ok, pbx.describe()
     assert "failures=1" in line and "user=201" in line, line
     assert "guess" not in lab.log_text()
+
+
+def test_registration_follows_423_min_expires_and_backs_off_on_503(tmp_path: Path) -> None:
+    creds = "credentials: {username: alice, password: s3cret}, registrations: [{user: alice}]"
+    lab = CallLab(tmp_path, sip={"t1": T1}, itsp_trunk=creds)
+    registrar = lab.serve_itsp("registrar_423_uas.xml", timeout=20.0)
+    try:
+        with lab:
+            assert lab.sbc is not None
+            line = lab.sbc.wait_for_log(r"event=trunk\.registration .*state=backoff")
+            assert "last_status=503" in line and "next_attempt_in=6" in line, line
+            run = registrar.finish("itsp", 10.0)  # ends after 1.5 s without a retry
+        registers = run.received_requests("REGISTER")
+    finally:
+        registrar.kill()
+    assert run.ok, run.describe()
+    assert len(registers) == 2 and "7200" in (registers[1].header("Expires") or ""), registers
+
+
+def test_a_silent_trunk_is_marked_down_by_probes_and_calls_skip_it(tmp_path: Path) -> None:
+    # Nothing answers at the first trunk's address: its OPTIONS time out (64*T1), it is
+    # marked down, and the next call goes straight to the second trunk, no failover needed.
+    silent = (
+        f'{{name: silent, interface: external, proxy: "sip:{GATEWAY_HOST}:'
+        f'{free_port(GATEWAY_HOST)}", probe: {{interval: 0.5, down_after: 1}}}}'
+    )
+    with CallLab(tmp_path, sip={"t1": T1}, trunks_before=[silent]) as lab:
+        assert lab.sbc is not None
+        lab.sbc.wait_for_log(r"event=trunk\.health .*trunk=silent .*state=down", timeout=15.0)
+        outcome = lab.run_outbound("call_out_pbx.xml", "call_out_itsp.xml", pbx_args=("-d", "100"))
+        log = lab.log_text()
+    assert_ok(outcome)
+    assert "event=call.failover" not in log, "the down trunk was still tried first"
