@@ -197,6 +197,7 @@ class ProxyUri:
     host: str
     port: int
     transport: str | None = None
+    explicit_port: bool = True  # the URI names a port: no SRV lookup (RFC 3263 §4.2)
 
     def __str__(self) -> str:
         return self.uri
@@ -327,6 +328,13 @@ class CallSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class DnsSettings:
+    """How trunk host names are resolved (RFC 3263: SRV, then A/AAAA)."""
+
+    nameservers: tuple[tuple[str, int], ...] = ()  # (): the system's (/etc/resolv.conf)
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     interfaces: dict[str, Interface]
     node: str = DEFAULT_NODE
@@ -338,6 +346,7 @@ class Config:
     numbers: NumberRules = field(default_factory=NumberRules)
     media: MediaSettings = field(default_factory=MediaSettings)
     calls: CallSettings = field(default_factory=CallSettings)
+    dns: DnsSettings = field(default_factory=DnsSettings)
     source: str = ""
 
     def pbx(self, name: str) -> Pbx:
@@ -718,7 +727,7 @@ def _proxy_uri(node: _Node) -> ProxyUri:
                 node.fail(f"'{text}': transport '{value}' is not one of {', '.join(TRANSPORTS)}")
     if scheme == "sips" and transport not in (None, "tls"):
         node.fail(f"'{text}': a sips: URI needs TLS, not transport={transport}")
-    return ProxyUri(text, scheme, host, port_number, transport)
+    return ProxyUri(text, scheme, host, port_number, transport, explicit_port=port is not None)
 
 
 def _network(node: _Node) -> IPNetwork:
@@ -744,6 +753,7 @@ _TOP_KEYS = (
     "numbers",
     "media",
     "calls",
+    "dns",
 )
 _IFACE_KEYS = ("listen", "advertise", "media_address", "tls")
 _TLS_KEYS = ("cert", "key", "ca", "verify_peer")
@@ -1465,6 +1475,7 @@ def parse_config(text: str, filename: str = "<config>") -> Config:
     numbers = _read_numbers(top)
     media = _read_media(top)
     calls = _read_calls(top)
+    dns = _read_dns(top)
     _check_tls_use(top, interfaces, trunks)
     if checker.issues:
         raise ConfigError(sorted(checker.issues, key=lambda issue: issue.line))
@@ -1479,8 +1490,25 @@ def parse_config(text: str, filename: str = "<config>") -> Config:
         numbers=numbers,
         media=media,
         calls=calls,
+        dns=dns,
         source=filename,
     )
+
+
+def _read_dns(top: _Section) -> DnsSettings:
+    section = _optional_section(top, "dns", ("nameservers",))
+    if section is None or section.data.get("nameservers") is None:
+        return DnsSettings()
+    servers: list[tuple[str, int]] = []
+    for item in _items(section.node("nameservers")):
+        try:
+            text = item.string()
+            host, port = _split_host_port(text)
+            ipaddress.ip_address(host)
+            servers.append((host, _parse_port(port) if port is not None else 53))
+        except (_Invalid, ValueError):
+            item.error("expected an IP address, optionally with :port (e.g. 10.0.0.53:53)")
+    return DnsSettings(tuple(servers))
 
 
 def _check_tls_use(

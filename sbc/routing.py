@@ -87,7 +87,7 @@ class Router:
             sources = self._pbx_sources.setdefault(pbx.interface, [])
             sources.extend((network, pbx) for network in pbx.trusted_sources)
         self._trunk_sources: dict[str, dict[str, list[Trunk]]] = {}
-        self._gateways: dict[str, tuple[str, ...]] = {}
+        self._gateways: dict[str, tuple[tuple[str, int], ...]] = {}
         self.set_trunk_addresses(trunk_addresses or {})
         self._leg_a_cache: dict[tuple[str, str, str], LocalEndpoint] = {}
         # One selector per outbound route: round robin and weights keep per-route state.
@@ -104,22 +104,27 @@ class Router:
             for route in config.routes.outbound
         ]
 
-    def set_trunk_addresses(self, addresses: Mapping[str, Iterable[str]]) -> None:
-        """What each trunk's proxy name resolved to (A/AAAA, in order): calls go to those
-        gateways in turn, and requests from any of them are the trunk's. A trunk left out
-        (or an IP literal) is known by its proxy host as written."""
+    def set_trunk_addresses(self, addresses: Mapping[str, Iterable[str | tuple[str, int]]]) -> None:
+        """What each trunk's proxy name resolved to (SRV/A/AAAA, in order): an address, or
+        (address, port) from SRV. Calls go to those gateways in turn, and requests from any
+        of them are the trunk's. A trunk left out (or an IP literal) is known by its proxy
+        host and port as written."""
         sources: dict[str, dict[str, list[Trunk]]] = {}
-        gateways: dict[str, tuple[str, ...]] = {}
+        gateways: dict[str, tuple[tuple[str, int], ...]] = {}
         for trunk in self.config.trunks:
-            found = tuple(dict.fromkeys(addresses.get(trunk.name) or (trunk.proxy.host,)))
+            port = trunk.proxy.port
+            given = addresses.get(trunk.name) or (trunk.proxy.host,)
+            found = tuple(dict.fromkeys(g if isinstance(g, tuple) else (g, port) for g in given))
             gateways[trunk.name] = found
             by_address = sources.setdefault(trunk.interface, {})
-            for address in found:
-                by_address.setdefault(_normal_address(address), []).append(trunk)
+            for host, _ in found:
+                trunks = by_address.setdefault(_normal_address(host), [])
+                if trunk not in trunks:
+                    trunks.append(trunk)
         self._trunk_sources, self._gateways = sources, gateways
         self._source_cache.clear()
 
-    def gateways(self, name: str) -> tuple[str, ...]:
+    def gateways(self, name: str) -> tuple[tuple[str, int], ...]:
         """The addresses a trunk's calls, probes and registrations go to, in order."""
         return self._gateways.get(name, ())
 
@@ -272,12 +277,13 @@ class Router:
     # ------------------------------------------------------------------ targets
 
     def _trunk_target(
-        self, side: _Side, trunk: Trunk, caller: str, number: str, gateway: str
+        self, side: _Side, trunk: Trunk, caller: str, number: str, gateway: tuple[str, int]
     ) -> Target:
         proxy = trunk.proxy
         scheme = "sips" if proxy.scheme == "sips" else "sip"
         host = _uri_host(proxy.host)
         user = _escape_user(_rewrite(number, trunk.numbers))  # the carrier's number format
+        port = f":{proxy.port}" if proxy.explicit_port else ""
         # Toward the ITSP the caller's identity is ours (topology hiding) unless the ITSP
         # wants its own domain there.
         from_host = (
@@ -288,8 +294,9 @@ class Router:
             kind="trunk",
             name=trunk.name,
             # One gateway address of the trunk; the Request-URI keeps the name as configured.
-            dest=Peer(side.transport, gateway, proxy.port),
-            request_uri=f"{scheme}:{user}@{host}:{proxy.port}{_transport_param(scheme, side)}",
+            dest=Peer(side.transport, gateway[0], gateway[1]),
+            # No port when the URI gave none: RFC 3263 leaves it to SRV (or the default).
+            request_uri=f"{scheme}:{user}@{host}{port}{_transport_param(scheme, side)}",
             to_uri=f"{scheme}:{user}@{to_host}",
             # The trunk's own caller_id (the company number the carrier accepts) or the
             # caller's number as the PBX sent it.

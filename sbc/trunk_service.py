@@ -187,10 +187,10 @@ def _probe_settings(trunk: Trunk, router: Router) -> ProbeSettings:
     host = f"[{proxy.host}]" if ":" in proxy.host else proxy.host
     uri = f"sip:{host}:{proxy.port}"
     ours = f"[{local.host}]" if ":" in local.host else local.host
-    gateway = (router.gateways(trunk.name) or (proxy.host,))[0]
+    host, port = (router.gateways(trunk.name) or ((proxy.host, proxy.port),))[0]
     return ProbeSettings(
         trunk=trunk.name,
-        dest=Peer(trunk.transport, gateway, proxy.port, local.listener),
+        dest=Peer(trunk.transport, host, port, local.listener),
         request_uri=uri,
         from_uri=f"sip:sbc@{ours}",
         to_uri=uri,
@@ -210,8 +210,8 @@ def _registration_settings(trunk: Trunk, router: Router) -> list[RegistrationSet
         return []
     local = router.trunk_local(trunk.name)
     proxy = trunk.proxy
-    gateway = (router.gateways(trunk.name) or (proxy.host,))[0]
-    dest = Peer(trunk.transport, gateway, proxy.port, local.listener)
+    host, port = (router.gateways(trunk.name) or ((proxy.host, proxy.port),))[0]
+    dest = Peer(trunk.transport, host, port, local.listener)
     ours = f"[{local.host}]" if ":" in local.host else local.host
     suffix = "" if local.transport == "udp" else f";transport={local.transport}"
     found = []

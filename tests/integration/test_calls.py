@@ -29,6 +29,7 @@ from tests.support.calls import (
     TracedMessage,
     sdp_media,
 )
+from tests.support.dns import FakeDns
 from tests.support.gateway import FakeGateway
 from tests.support.net import free_port
 from tests.support.process import SbcProcess
@@ -37,6 +38,7 @@ from tests.support.sipp import SIPP
 
 pytestmark = pytest.mark.skipif(SIPP is None, reason="sipp (Debian sip-tester) is not installed")
 
+DNS_HOST = "127.0.0.53"  # a local DNS server for SRV tests
 GATEWAY_HOST = "127.0.0.21"  # a second carrier gateway for trunk tests
 T1 = 0.05  # s: Timer B (64*T1 = 3.2 s) ends the silent-ITSP call quickly
 # H264 lets the video test's m=video through the trunk's codec filter.
@@ -640,3 +642,26 @@ def test_a_silent_trunk_is_marked_down_by_probes_and_calls_skip_it(tmp_path: Pat
         log = lab.log_text()
     assert_ok(outcome)
     assert "event=call.failover" not in log, "the down trunk was still tried first"
+
+
+def test_trunk_named_by_dns_srv_is_reached_at_the_srv_target(tmp_path: Path) -> None:
+    # RFC 3263 §4.2: "sip:itsp.test" without a port: the SBC looks up _sip._udp.itsp.test
+    # (a local DNS server here) and sends the INVITE to the SRV target's address and port.
+    dns_port = free_port(DNS_HOST)
+    lab = CallLab(
+        tmp_path,
+        sip={"t1": T1},
+        trunks_before=['{name: by-srv, interface: external, proxy: "sip:itsp.test"}'],
+        extra_yaml=f"dns: {{nameservers: ['{DNS_HOST}:{dns_port}']}}\n",
+    )
+    records = {
+        ("_sip._udp.itsp.test.", "SRV"): [f"10 0 {lab.itsp_port} gw.itsp.test."],
+        ("gw.itsp.test.", "A"): [ITSP_HOST],
+    }
+    with FakeDns(DNS_HOST, dns_port, records), lab:
+        outcome = lab.run_outbound("call_out_pbx.xml", "call_out_itsp.xml", pbx_args=("-d", "100"))
+        log = lab.log_text()
+    assert_ok(outcome)
+    assert f"gateways={ITSP_HOST}:{lab.itsp_port}" in log, log[:3000]
+    assert "target=by-srv" in log and "event=call.failover" not in log
+    assert "@itsp.test" in first_received_invite(outcome.itsp).first_line  # the name stays

@@ -344,6 +344,7 @@ class CallLab:
         trunks_before: Sequence[str] = (),
         pbx_extra: str = "",
         pbx_trusted: str = f"{PBX_HOST}/32",
+        extra_yaml: str = "",
     ) -> None:
         """`itsp_trunk`: extra YAML keys for the ITSP's trunk (e.g. credentials);
         `trunks_before`: trunk entries (YAML flow mappings) routed to before it, in order."""
@@ -356,6 +357,7 @@ class CallLab:
         self.itsp_trunk = itsp_trunk
         self.pbx_extra = pbx_extra  # extra YAML keys of the PBX entry (e.g. auth users)
         self.pbx_trusted = pbx_trusted
+        self.extra_yaml = extra_yaml  # more top-level config, e.g. dns
         self.trunks_before = tuple(trunks_before)
         self.trunk_codecs = tuple(trunk_codecs)
         self.recv_timeout = recv_timeout  # SIPp -recv_timeout: how long any <recv> may wait
@@ -420,6 +422,7 @@ class CallLab:
             "  inbound: [{match: '.*', pbx: pbx}]\n"
             f"media: {{{media}}}\n"
             f"{calls}"
+            f"{self.extra_yaml}"
         )
 
     def _outbound_trunks(self) -> str:

@@ -1,4 +1,4 @@
-"""sbc.resolve: trunk host names resolved once at start (system resolver, no network)."""
+"""sbc.resolve: trunk host names to gateways (RFC 3263 §4.2) against a local DNS server."""
 
 from __future__ import annotations
 
@@ -6,19 +6,51 @@ import asyncio
 
 from sbc.config import parse_config
 from sbc.resolve import resolve_trunks
+from tests.support.dns import FakeDns
+from tests.support.net import free_port
 
-CONFIG = """\
-interfaces:
-  external: {listen: [udp:127.0.0.2:5080], media_address: 127.0.0.2}
-trunks:
-  - {name: by-name, interface: external, proxy: "sip:localhost:5090"}
-  - {name: by-address, interface: external, proxy: "sip:127.0.0.20:5090"}
-"""
+DNS_HOST = "127.0.0.53"
 
 
-def test_names_resolve_to_addresses_ipv4_first_and_literals_are_left_alone() -> None:
-    found = asyncio.run(resolve_trunks(parse_config(CONFIG, "t.yaml")))
+def config(proxies: dict[str, str], nameserver: str = "") -> str:
+    trunks = "".join(
+        f'  - {{name: {name}, interface: external, proxy: "{proxy}"}}\n'
+        for name, proxy in proxies.items()
+    )
+    dns = f"dns: {{nameservers: ['{nameserver}']}}\n" if nameserver else ""
+    return (
+        "interfaces:\n  external: {listen: [udp:127.0.0.2:5080], media_address: 127.0.0.2}\n"
+        f"trunks:\n{trunks}{dns}"
+    )
+
+
+def test_system_resolver_names_resolve_ipv4_first_and_literals_are_left_alone() -> None:
+    text = config({"by-name": "sip:localhost:5090", "by-address": "sip:127.0.0.20:5090"})
+    found = asyncio.run(resolve_trunks(parse_config(text, "t.yaml")))
     assert "by-address" not in found
-    addresses = found["by-name"]
-    assert "127.0.0.1" in addresses
-    assert addresses == sorted(addresses, key=lambda a: ":" in a)
+    assert ("127.0.0.1", 5090) in found["by-name"]
+    hosts = [host for host, _ in found["by-name"]]
+    assert hosts == sorted(hosts, key=lambda a: ":" in a)
+
+
+def test_srv_when_no_port_is_given_ordered_by_priority_rfc3263_4_2() -> None:
+    port = free_port(DNS_HOST)
+    records = {
+        ("_sip._udp.itsp.test.", "SRV"): ["20 0 5070 gw2.itsp.test.", "10 0 5080 gw1.itsp.test."],
+        ("gw1.itsp.test.", "A"): ["127.0.0.20"],
+        ("gw2.itsp.test.", "A"): ["127.0.0.21", "127.0.0.22"],
+        ("fixed.itsp.test.", "A"): ["127.0.0.23"],
+    }
+    text = config(
+        {"srv": "sip:itsp.test", "fixed": "sip:fixed.itsp.test:5099", "gone": "sip:nx.test"},
+        f"{DNS_HOST}:{port}",
+    )
+    with FakeDns(DNS_HOST, port, records) as server:
+        found = asyncio.run(resolve_trunks(parse_config(text, "t.yaml")))
+    # Priority 10 first; the two A records of gw2 come in whatever order DNS gives them.
+    assert found["srv"][0] == ("127.0.0.20", 5080)
+    assert set(found["srv"][1:]) == {("127.0.0.21", 5070), ("127.0.0.22", 5070)}
+    # An explicit port means no SRV lookup (RFC 3263 §4.2): A records on that port.
+    assert found["fixed"] == [("127.0.0.23", 5099)]
+    assert ("_sip._udp.fixed.itsp.test.", "SRV") not in server.queries
+    assert "gone" not in found  # logged and left out: calls to it fail over

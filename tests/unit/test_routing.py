@@ -374,7 +374,8 @@ def test_transport_without_listener_falls_back_to_the_first_listener(router: Rou
     (target,) = setup.targets
     assert target.dest == Peer("tls", "127.0.0.22", 5061, "")
     # sips: already means TLS: no transport parameter.
-    assert target.request_uri == "sips:+442071234567@127.0.0.22:5061"
+    # No port in the trunk URI, none in the Request-URI (RFC 3263: the default, 5061).
+    assert target.request_uri == "sips:+442071234567@127.0.0.22"
     assert target.from_uri == "sips:201@198.51.100.7"
     assert (target.local.transport, target.local.port) == ("tls", 5080)
     assert target.local.listener == "external/udp:127.0.0.2:5080"
