@@ -605,10 +605,7 @@ class Call:
         body: SessionDescription | None = None
         if out.offer:
             try:
-                answer = sdp_of(response)
-                if answer is None:
-                    raise SdpError("2xx carries no answer to our offer", status=488)
-                other.oa.remote_answer(answer)
+                answer = _answer_in(other, response)
                 actions.append(UpdateMedia(other.id, remotes_of(answer)))
                 body, leg.origin = cross(
                     answer, leg.endpoints, _origin(leg), answers=leg.oa.remote_pending
@@ -1438,10 +1435,7 @@ class Call:
                 actions.append(out.ack)
             if out.offer:
                 try:
-                    answer = sdp_of(response)
-                    if answer is None:
-                        raise SdpError("no answer", status=488)
-                    leg.oa.remote_answer(answer)
+                    answer = _answer_in(leg, response)
                     actions.append(UpdateMedia(leg.id, remotes_of(answer)))
                 except (SdpError, OfferAnswerError):
                     leg.oa.rollback() if leg.oa.offer_pending else None
@@ -1782,6 +1776,16 @@ class Call:
     def _retransmit_2xx(self, leg: Leg, response: Response, dest: Peer, now: float) -> None:
         leg.two_xx = TwoXXRetransmitter(response, now, self.t1, self.t2)
         leg.two_xx_dest = dest
+
+
+def _answer_in(leg: Leg, response: Response) -> SessionDescription:
+    """The SDP answer a 2xx brings to the offer we made on `leg`, taken into its offer/answer
+    state; SdpError (488) or OfferAnswerError when it brings none that fits."""
+    answer = sdp_of(response)
+    if answer is None:
+        raise SdpError("2xx carries no answer to our offer", status=488)
+    leg.oa.remote_answer(answer)
+    return answer
 
 
 def _origin(leg: Leg) -> OriginState:
