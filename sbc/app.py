@@ -14,7 +14,7 @@ from sbc.calls import CallAdapter
 from sbc.config import Config, Pbx
 from sbc.inbound_auth import Accepted, Challenge, InboundAuth
 from sbc.log import get_logger
-from sbc.resolve import resolve_trunks
+from sbc.resolve import is_literal, resolve_trunks
 from sbc.routing import Rejection, Router
 from sbc.sip.errors import ParseError
 from sbc.sip.framing import FramingError
@@ -87,15 +87,36 @@ class SignallingService:
         self.calls.rearm = self._arm_timer
         self.trunks = TrunkService(config, self.router, self.transactions, self._handle)
         self.inbound_auth = InboundAuth(config.pbxs)
+        self._dns_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         await self.transport.start()
         self.router.set_trunk_addresses(await resolve_trunks(self.config))
         self.trunks.start(self._now())
+        if any(not is_literal(trunk.proxy.host) for trunk in self.config.trunks):
+            self._dns_task = asyncio.ensure_future(self._refresh_dns())
         self._arm_timer()
 
+    async def _refresh_dns(self) -> None:
+        """Resolve trunk names again now and then: a carrier that moves a gateway is followed
+        without a restart. A name that fails this time keeps the addresses it had."""
+        while True:
+            await asyncio.sleep(self.config.dns.refresh)
+            try:
+                found = await resolve_trunks(self.config)
+            except Exception:
+                log.exception("trunk.resolve_error")
+                continue
+            current: dict[str, Iterable[str | tuple[str, int]]] = {
+                trunk.name: self.router.gateways(trunk.name) for trunk in self.config.trunks
+            }
+            current.update(found)
+            self.router.set_trunk_addresses(current)
+
     async def close(self) -> None:
+        if self._dns_task is not None:
+            self._dns_task.cancel()
         if self.calls.calls:
             # End live calls on both legs (BYE with a Reason, 503 for those still ringing)
             # rather than leave the PBX and the carrier holding calls nobody relays.

@@ -332,6 +332,7 @@ class DnsSettings:
     """How trunk host names are resolved (RFC 3263: SRV, then A/AAAA)."""
 
     nameservers: tuple[tuple[str, int], ...] = ()  # (): the system's (/etc/resolv.conf)
+    refresh: float = 300.0  # s between re-resolutions (carriers move gateways)
 
 
 @dataclass(frozen=True, slots=True)
@@ -1496,9 +1497,12 @@ def parse_config(text: str, filename: str = "<config>") -> Config:
 
 
 def _read_dns(top: _Section) -> DnsSettings:
-    section = _optional_section(top, "dns", ("nameservers",))
-    if section is None or section.data.get("nameservers") is None:
+    section = _optional_section(top, "dns", ("nameservers", "refresh"))
+    if section is None:
         return DnsSettings()
+    refresh = section.get("refresh", _Node.positive_number, 300.0)
+    if section.data.get("nameservers") is None:
+        return DnsSettings(refresh=refresh)
     servers: list[tuple[str, int]] = []
     for item in _items(section.node("nameservers")):
         try:
@@ -1508,7 +1512,7 @@ def _read_dns(top: _Section) -> DnsSettings:
             servers.append((host, _parse_port(port) if port is not None else 53))
         except (_Invalid, ValueError):
             item.error("expected an IP address, optionally with :port (e.g. 10.0.0.53:53)")
-    return DnsSettings(tuple(servers))
+    return DnsSettings(tuple(servers), refresh)
 
 
 def _check_tls_use(

@@ -43,7 +43,7 @@ async def resolve_trunks(config: Config) -> dict[str, list[Gateway]]:
     system = not config.dns.nameservers
     found: dict[str, list[Gateway]] = {}
     for trunk in config.trunks:
-        if _is_literal(trunk.proxy.host):
+        if is_literal(trunk.proxy.host):
             continue
         gateways = await _gateways(resolver, trunk, system)
         if not gateways:
@@ -87,7 +87,7 @@ async def _srv(resolver: dns.asyncresolver.Resolver, name: str) -> list[tuple[st
 async def _addresses(resolver: dns.asyncresolver.Resolver, host: str, system: bool) -> list[str]:
     """A then AAAA records (IPv4 first: the usual carrier set-up). With the system's
     resolver, through getaddrinfo, so /etc/hosts counts as it does for everything else."""
-    if _is_literal(host):
+    if is_literal(host):
         return [host.strip("[]")]
     if system:
         try:
@@ -109,7 +109,8 @@ async def _addresses(resolver: dns.asyncresolver.Resolver, host: str, system: bo
     return list(dict.fromkeys(found))
 
 
-def _is_literal(host: str) -> bool:
+def is_literal(host: str) -> bool:
+    """An IP address (IPv6 with or without brackets), not a name to resolve."""
     try:
         ipaddress.ip_address(host.strip("[]"))
     except ValueError:

@@ -665,3 +665,27 @@ def test_trunk_named_by_dns_srv_is_reached_at_the_srv_target(tmp_path: Path) -> 
     assert f"gateways={ITSP_HOST}:{lab.itsp_port}" in log, log[:3000]
     assert "target=by-srv" in log and "event=call.failover" not in log
     assert "@itsp.test" in first_received_invite(outcome.itsp).first_line  # the name stays
+
+
+def test_trunk_name_is_resolved_again_and_calls_follow_the_new_gateway(tmp_path: Path) -> None:
+    # At start the name points at an address where nothing answers; the carrier then moves
+    # the name to the live gateway and the next re-resolution (dns.refresh) follows it.
+    dns_port = free_port(DNS_HOST)
+    lab = CallLab(
+        tmp_path,
+        sip={"t1": T1},
+        trunks_before=['{name: moving, interface: external, proxy: "sip:gw.itsp.test:%d"}'],
+        extra_yaml=f"dns: {{nameservers: ['{DNS_HOST}:{dns_port}'], refresh: 0.3}}\n",
+    )
+    lab.trunks_before = (lab.trunks_before[0] % lab.itsp_port,)
+    records = {("gw.itsp.test.", "A"): [GATEWAY_HOST]}
+    with FakeDns(DNS_HOST, dns_port, records), lab:
+        assert lab.sbc is not None
+        lab.sbc.wait_for_log(rf"event=trunk\.resolved .*gateways={GATEWAY_HOST}:")
+        start = len(lab.sbc.log_lines())
+        records[("gw.itsp.test.", "A")] = [ITSP_HOST]
+        lab.sbc.wait_for_log(rf"event=trunk\.resolved .*gateways={ITSP_HOST}:", start=start)
+        outcome = lab.run_outbound("call_out_pbx.xml", "call_out_itsp.xml", pbx_args=("-d", "100"))
+        log = lab.log_text()
+    assert_ok(outcome)
+    assert "event=call.failover" not in log  # straight to the moved gateway
