@@ -306,6 +306,7 @@ class Router:
             credentials=_secret(trunk),
             setup_timeout=trunk.setup_timeout,
             fail_on_6xx=trunk.fail_on_6xx,
+            identity=trunk.caller_id,
         )
 
     def _pbx_target(self, side: _Side, pbx: Pbx, caller: str, number: str) -> Target:

@@ -84,6 +84,7 @@ class Target:
     credentials: DigestSecret | None = None  # None: a challenge fails this target
     setup_timeout: float = 0  # s without a final answer before the next target; 0: none
     fail_on_6xx: bool = False  # 6xx moves on to the next target (else it is the answer)
+    identity: str | None = None  # the number asserted toward it (From user and PAI); None: caller's
 
 
 @dataclass(frozen=True, slots=True)

@@ -289,7 +289,12 @@ class Call:
             interval = max(policy.session_expires, self._min_se_b)
             headers.append(("Session-Expires", str(interval)))
             headers.append(("Min-SE", str(max(policy.min_se, self._min_se_b, 90))))
-        headers.extend(asserted_identity(invite, policy.pai, b.local.host))
+        if target.identity is not None and policy.pai == "pass":
+            # The trunk's own identity (RFC 3325): the number the carrier knows us by.
+            host = b.local.host if ":" not in b.local.host else f"[{b.local.host}]"
+            headers.append(("P-Asserted-Identity", f"<sip:{target.identity}@{host}>"))
+        else:
+            headers.extend(asserted_identity(invite, policy.pai, b.local.host))
         headers.extend(crossing_headers(invite, "INVITE", policy.allowed_headers))
         if auth is not None:
             headers.append(auth)

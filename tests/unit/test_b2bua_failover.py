@@ -161,3 +161,16 @@ def test_challenged_bye_is_resent_with_credentials() -> None:
     assert value is not None
     assert server.verify(value, method="BYE", now=h.now, password_lookup=lambda u, r: "s3cret").ok
     assert of_type(h.b_answers(resent, 200), CallEnded)
+
+
+def test_trunk_identity_is_asserted_instead_of_the_callers_rfc3325() -> None:
+    base = Harness()
+    policy = replace(base.setup.targets[0].policy, pai="pass")
+    h = _two_targets(base, identity="+4930555000", policy=policy)
+    h.start()
+    invite = h.b_invite().request
+    assert invite.header_values("P-Asserted-Identity") == [f"<sip:+4930555000@{invite.via.host}>"]
+    strip = replace(base.setup.targets[0].policy, pai="strip")
+    stripped = _two_targets(Harness(), identity="+4930555000", policy=strip)
+    stripped.start()
+    assert stripped.b_invite().request.header("P-Asserted-Identity") is None
