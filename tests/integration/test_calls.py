@@ -87,6 +87,14 @@ def only_media_at(body: str, host: str) -> list[MediaAddress]:
     return media
 
 
+def distinct(messages: list[TracedMessage]) -> list[TracedMessage]:
+    """One message per CSeq: with T1 = 50 ms a busy machine may see retransmissions."""
+    seen: dict[str, TracedMessage] = {}
+    for message in messages:
+        seen.setdefault(message.header("CSeq") or "", message)
+    return list(seen.values())
+
+
 def assert_ok(outcome: CallOutcome) -> None:
     assert outcome.ok, outcome.describe()
 
@@ -204,18 +212,19 @@ def test_silent_itsp_gives_the_pbx_408_after_timer_b(lab: CallLab) -> None:
 def test_hold_and_resume_directions_are_relayed(lab: CallLab) -> None:
     outcome = lab.run_outbound("call_hold_pbx.xml", "call_hold_itsp.xml")
     assert_ok(outcome)
-    offers = [only_media_at(m.body, SBC_EXTERNAL) for m in outcome.itsp.received_requests("INVITE")]
+    invites = distinct(outcome.itsp.received_requests("INVITE"))
+    offers = [only_media_at(m.body, SBC_EXTERNAL) for m in invites]
     assert [o[0].direction for o in offers] == ["sendrecv", "sendonly", "sendrecv"]
     answers = [
         only_media_at(m.body, SBC_INTERNAL)
-        for m in outcome.pbx.received_responses("INVITE", 200)
+        for m in distinct(outcome.pbx.received_responses("INVITE", 200))
         if m.body
     ]
     assert [a[0].direction for a in answers[-2:]] == ["recvonly", "sendrecv"], outcome.describe()
     # Each new offer toward the ITSP carries a higher o= version (RFC 3264 §8).
     versions = [
         int(line.split()[2])
-        for m in outcome.itsp.received_requests("INVITE")
+        for m in invites
         for line in m.body.splitlines()
         if line.startswith("o=")
     ]
@@ -268,7 +277,7 @@ def test_refused_reinvite_is_relayed_and_the_call_survives(lab: CallLab) -> None
     outcome = lab.run_outbound("call_reject_pbx.xml", "call_reject_itsp.xml")
     assert_ok(outcome)
     assert outcome.pbx.received_responses("INVITE", 488), outcome.describe()
-    reinvites = outcome.itsp.received_requests("INVITE")
+    reinvites = distinct(outcome.itsp.received_requests("INVITE"))
     assert len(reinvites) == 2 and "PCMA" in reinvites[1].body, outcome.describe()
     info = outcome.itsp.received_requests("INFO")
     assert info and info[0].header("Content-Type") == "application/dtmf-relay"
@@ -499,7 +508,7 @@ def test_trunk_challenge_answered_and_the_pbx_never_sees_it(tmp_path: Path) -> N
     with lab:
         outcome = lab.run_outbound("call_out_pbx.xml", "call_auth_itsp.xml", pbx_args=("-d", "100"))
     assert_ok(outcome)
-    invites = outcome.itsp.received_requests("INVITE")
+    invites = distinct(outcome.itsp.received_requests("INVITE"))
     assert len(invites) == 2, outcome.describe()
     assert invites[0].header("Call-ID") == invites[1].header("Call-ID")
     cseqs = [int((m.header("CSeq") or "0").split()[0]) for m in invites]
@@ -560,12 +569,13 @@ def test_trunk_registers_with_digest_honours_the_granted_expiry_and_unregisters(
             assert lab.sbc is not None
             line = lab.sbc.wait_for_log(r"event=trunk\.registration .*state=registered")
             # TRAPS 7: the 120 s the registrar granted, not the 3600 s asked for.
-            assert "expires_in=120" in line, line
+            granted = int(re.search(r"expires_in=(\d+)", line).group(1))  # type: ignore[union-attr]
+            assert 110 <= granted <= 120, line
         run = registrar.finish("itsp", 10.0)
     finally:
         registrar.kill()
     assert run.ok, run.describe()
-    registers = run.received_requests("REGISTER")
+    registers = distinct(run.received_requests("REGISTER"))
     assert len(registers) == 3, run.describe()
     assert "Digest" in (registers[1].header("Authorization") or "")
     assert registers[0].header("Call-ID") == registers[2].header("Call-ID")  # §10.2.4
@@ -619,9 +629,12 @@ def test_registration_follows_423_min_expires_and_backs_off_on_503(tmp_path: Pat
         with lab:
             assert lab.sbc is not None
             line = lab.sbc.wait_for_log(r"event=trunk\.registration .*state=backoff")
-            assert "last_status=503" in line and "next_attempt_in=6" in line, line
+            assert "last_status=503" in line, line
+            # Retry-After: 600 is a floor; jitter may only add to it (no retry storm).
+            wait = float(re.search(r"next_attempt_in=([\d.]+)", line).group(1))  # type: ignore[union-attr]
+            assert 600 <= wait <= 600 * 1.25, line
             run = registrar.finish("itsp", 10.0)  # ends after 1.5 s without a retry
-        registers = run.received_requests("REGISTER")
+        registers = distinct(run.received_requests("REGISTER"))
     finally:
         registrar.kill()
     assert run.ok, run.describe()
