@@ -555,7 +555,8 @@ def test_probes_take_a_failing_trunk_out_of_routing_and_back(tmp_path: Path) -> 
         lab.sbc.wait_for_log(r"event=trunk\.health .*trunk=flaky .*state=up", start=start)
         outcome = lab.run_outbound("call_out_pbx.xml", "call_out_itsp.xml", pbx_args=("-d", "100"))
         assert_ok(outcome)  # its 503 moves the call on: the PBX still sees a success
-        assert gateway.count("INVITE") == 1, "the trunk back up was not tried first"
+        # (one INVITE, or its retransmissions: T1 is 50 ms here)
+        assert gateway.count("INVITE") >= 1, "the trunk back up was not tried first"
 
 
 def test_trunk_registers_with_digest_honours_the_granted_expiry_and_unregisters(
