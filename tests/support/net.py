@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from types import TracebackType
+from typing import Self
 
 from sbc.sip.framing import FramedMessage, FramingError, KeepAlivePong, StreamFramer
 
@@ -269,3 +271,45 @@ def _collect(client: StreamClient, expect: int, timeout: float) -> list[bytes]:
             break
         replies.append(message)
     return replies
+
+
+class UdpResponder:
+    """A UDP server on a thread for tests: `answer(data)` (overridden) gives the reply to
+    each datagram, or None for none. Bound at construction, so nothing sent to it before
+    the thread starts is lost; stopped and closed on leaving the `with` block."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self._sock = socket.socket(_family(host), socket.SOCK_DGRAM)
+        self._sock.bind((host, port))
+        self._sock.settimeout(0.1)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def answer(self, data: bytes) -> bytes | None:
+        raise NotImplementedError  # each responder speaks its own protocol
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data, source = self._sock.recvfrom(65535)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            reply = self.answer(data)
+            if reply is not None:
+                self._sock.sendto(reply, source)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self._sock.close()
