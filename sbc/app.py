@@ -79,6 +79,7 @@ class SignallingService:
         self.router = Router(
             config,
             health=lambda name: self.trunks.health(name),
+            gateway_up=lambda name, gateway: self.trunks.gateway_up(name, gateway),
             calls=lambda name: self.calls.per_target(name),
         )
         low, high = config.media.port_range
@@ -112,7 +113,11 @@ class SignallingService:
                 trunk.name: self.router.gateways(trunk.name) for trunk in self.config.trunks
             }
             current.update(found)
+            before = {name: self.router.gateways(name) for name in current}
             self.router.set_trunk_addresses(current)
+            if any(self.router.gateways(name) != gateways for name, gateways in before.items()):
+                self.trunks.gateways_changed(self._now())
+                self._arm_timer()
 
     async def close(self) -> None:
         if self._dns_task is not None:

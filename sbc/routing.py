@@ -69,9 +69,12 @@ class Router:
         *,
         health: Callable[[str], bool] | None = None,
         calls: Callable[[str], int] | None = None,
+        gateway_up: Callable[[str, tuple[str, int]], bool] | None = None,
     ) -> None:
         """`health(trunk)`: whether probing finds it up (default: always); `calls(trunk)`:
-        its live calls, for least_calls and max_calls (default: none)."""
+        its live calls, for least_calls and max_calls (default: none); `gateway_up(trunk,
+        (address, port))`: whether probing finds that address of the trunk up."""
+        self._gateway_up = gateway_up or (lambda _name, _gateway: True)
         self.config = config
         self._new_key = new_call_key or (lambda: f"{config.node}-{secrets.token_hex(8)}")
         self._interfaces = config.interfaces
@@ -127,6 +130,15 @@ class Router:
     def gateways(self, name: str) -> tuple[tuple[str, int], ...]:
         """The addresses a trunk's calls, probes and registrations go to, in order."""
         return self._gateways.get(name, ())
+
+    def _live_gateways(self, name: str) -> tuple[tuple[str, int], ...]:
+        """The trunk's addresses that probes do not find down; all of them when every one
+        is down (the trunk was chosen anyway: a probe may be behind the truth)."""
+        gateways = self._gateways.get(name, ())
+        if len(gateways) < 2:
+            return gateways
+        live = tuple(g for g in gateways if self._gateway_up(name, g))
+        return live or gateways
 
     def trunk_local(self, name: str) -> LocalEndpoint:
         """Our side toward a trunk (Via, Contact, listener): what its probes go out with."""
@@ -194,7 +206,7 @@ class Router:
                 self._trunk_sides[name], self.config.trunk(name), caller, rewritten, gateway
             )
             for name in names
-            for gateway in self._gateways.get(name, ())
+            for gateway in self._live_gateways(name)
         )
         a_side = self._pbx_sides[pbx.name]
         return self._setup(

@@ -25,6 +25,8 @@ from trunks.registration import (
 
 log = get_logger("trunk")
 
+Gateway = tuple[str, int]  # (IP address, port)
+
 
 class Agent(Protocol):
     """What a prober or a registration offers its driver."""
@@ -52,7 +54,9 @@ class TrunkService:
         self._execute = execute
         self._agents: list[Agent] = []
         self._by_key: dict[TxnKey, Agent] = {}
-        self._probers: dict[str, Prober] = {}
+        # trunk -> gateway (address, port) -> its prober: each address of a trunk is probed,
+        # so calls skip a dead one and the trunk is down only when all of them are.
+        self._probers: dict[str, dict[Gateway, Prober]] = {}
         self._registrations: list[Registration] = []
         self._timers: list[tuple[float, int, int]] = []  # (deadline, seq, agent index)
         self._deadlines: dict[int, float | None] = {}
@@ -61,30 +65,78 @@ class TrunkService:
         self._router = router
 
     def _build(self) -> None:
-        """The agents, built once names are resolved (they send to the first gateway)."""
+        """The agents, built once names are resolved: a prober per gateway address, and
+        each registration toward the trunk's first address."""
         router = self._router
         for trunk in self._config.trunks:
             if trunk.probe is not None:
-                prober = Prober(_probe_settings(trunk, router))
-                self._probers[trunk.name] = prober
-                self._agents.append(prober)
+                self._probers[trunk.name] = {}
+                for gateway in _gateways(trunk, router):
+                    self._add_prober(trunk, gateway)
             for settings in _registration_settings(trunk, router):
                 registration = Registration(settings)
                 self._registrations.append(registration)
                 self._agents.append(registration)
 
+    def _add_prober(self, trunk: Trunk, gateway: Gateway) -> Prober:
+        prober = Prober(_probe_settings(trunk, self._router, gateway))
+        self._probers[trunk.name][gateway] = prober
+        self._agents.append(prober)
+        return prober
+
     def health(self, trunk: str) -> bool:
-        prober = self._probers.get(trunk)
+        """Up when any of its probed addresses is (or it is not probed)."""
+        probers = self._probers.get(trunk)
+        return not probers or any(p.up for p in probers.values())
+
+    def gateway_up(self, trunk: str, gateway: Gateway) -> bool:
+        prober = self._probers.get(trunk, {}).get(gateway)
         return True if prober is None else prober.up
 
     def states(self) -> dict[str, str]:
-        """Each probed trunk's health and each registration's state, for logs and (later)
-        the management API."""
-        found = {name: "up" if p.up else "down" for name, p in self._probers.items()}
+        """Each probed trunk's health (and each of its addresses') and each registration's
+        state, for logs and (later) the management API."""
+        found: dict[str, str] = {}
+        for name, probers in self._probers.items():
+            found[name] = "up" if self.health(name) else "down"
+            if len(probers) > 1:
+                for (host, port), prober in probers.items():
+                    found[f"{name} {host}:{port}"] = "up" if prober.up else "down"
         for registration in self._registrations:
             settings = registration.settings
             found[f"{settings.trunk} {settings.aor}"] = registration.state.status.value
         return found
+
+    def gateways_changed(self, now: float) -> None:
+        """DNS moved some trunk: probe the new addresses, stop probing the old ones, and
+        register at the new first address when the registrar's is gone."""
+        for trunk in self._config.trunks:
+            gateways = _gateways(trunk, self._router)
+            probers = self._probers.get(trunk.name)
+            if probers is not None:
+                for gateway in [g for g in probers if g not in gateways]:
+                    probers.pop(gateway).stop()
+                    log.info("trunk.probe_removed", trunk=trunk.name, gateway=_label(gateway))
+                for gateway in [g for g in gateways if g not in probers]:
+                    prober = self._add_prober(trunk, gateway)
+                    index = len(self._agents) - 1
+                    self._run(index, prober, prober.start(now), now)
+            for index, agent in enumerate(self._agents):
+                if isinstance(agent, Registration) and agent.settings.trunk == trunk.name:
+                    current = (agent.settings.proxy.host, agent.settings.proxy.port)
+                    if current not in gateways and gateways:
+                        self._move(index, agent, gateways[0], now)
+
+    def _move(self, index: int, registration: Registration, gateway: Gateway, now: float) -> None:
+        proxy = registration.settings.proxy
+        dest = Peer(proxy.transport, gateway[0], gateway[1], proxy.listener)
+        log.info(
+            "trunk.registrar_moved",
+            trunk=registration.settings.trunk,
+            aor=registration.settings.aor,
+            gateway=_label(gateway),
+        )
+        self._run(index, registration, registration.retarget(dest, now), now)
 
     # ----- driving ------------------------------------------------------------------------
     def start(self, now: float) -> None:
@@ -105,8 +157,23 @@ class TrunkService:
         agent = self._by_key.pop(key, None)
         if agent is None:
             return False
-        self._run(self._agents.index(agent), agent, agent.on_failure(key, reason, now), now)
+        index = self._agents.index(agent)
+        self._run(index, agent, agent.on_failure(key, reason, now), now)
+        if isinstance(agent, Registration):
+            # No answer from this address: the next attempt (after its back-off) goes to
+            # the trunk's next one, RFC 3263 §4.3 style.
+            self._rotate(index, agent, now)
         return True
+
+    def _rotate(self, index: int, registration: Registration, now: float) -> None:
+        trunk = self._config.trunk(registration.settings.trunk)
+        gateways = _gateways(trunk, self._router)
+        proxy = registration.settings.proxy
+        current = (proxy.host, proxy.port)
+        if len(gateways) < 2 or registration.stopped:
+            return
+        position = gateways.index(current) if current in gateways else -1
+        self._move(index, registration, gateways[(position + 1) % len(gateways)], now)
 
     def next_deadline(self) -> float | None:
         timers = self._timers
@@ -129,8 +196,9 @@ class TrunkService:
 
     def stop(self, now: float) -> None:
         """Stop probing; take every registration down (REGISTER with Expires: 0)."""
-        for prober in self._probers.values():
-            prober.stop()
+        for probers in self._probers.values():
+            for prober in probers.values():
+                prober.stop()
         for index, agent in enumerate(self._agents):
             if isinstance(agent, Registration):
                 self._run(index, agent, agent.stop(now), now)
@@ -179,7 +247,16 @@ class TrunkService:
                 heapq.heappush(self._timers, (deadline, next(self._seq), index))
 
 
-def _probe_settings(trunk: Trunk, router: Router) -> ProbeSettings:
+def _gateways(trunk: Trunk, router: Router) -> tuple[Gateway, ...]:
+    return router.gateways(trunk.name) or ((trunk.proxy.host, trunk.proxy.port),)
+
+
+def _label(gateway: Gateway) -> str:
+    host, port = gateway
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _probe_settings(trunk: Trunk, router: Router, gateway: Gateway) -> ProbeSettings:
     probe = trunk.probe
     assert probe is not None
     local = router.trunk_local(trunk.name)
@@ -187,10 +264,9 @@ def _probe_settings(trunk: Trunk, router: Router) -> ProbeSettings:
     host = f"[{proxy.host}]" if ":" in proxy.host else proxy.host
     uri = f"sip:{host}:{proxy.port}"
     ours = f"[{local.host}]" if ":" in local.host else local.host
-    host, port = (router.gateways(trunk.name) or ((proxy.host, proxy.port),))[0]
     return ProbeSettings(
         trunk=trunk.name,
-        dest=Peer(trunk.transport, host, port, local.listener),
+        dest=Peer(trunk.transport, gateway[0], gateway[1], local.listener),
         request_uri=uri,
         from_uri=f"sip:sbc@{ours}",
         to_uri=uri,
@@ -198,6 +274,7 @@ def _probe_settings(trunk: Trunk, router: Router) -> ProbeSettings:
         via_port=local.port,
         via_transport=local.transport,
         user_agent=local.user_agent,
+        gateway=_label(gateway),
         interval=probe.interval,
         up_after=probe.up_after,
         down_after=probe.down_after,
@@ -210,7 +287,7 @@ def _registration_settings(trunk: Trunk, router: Router) -> list[RegistrationSet
         return []
     local = router.trunk_local(trunk.name)
     proxy = trunk.proxy
-    host, port = (router.gateways(trunk.name) or ((proxy.host, proxy.port),))[0]
+    host, port = _gateways(trunk, router)[0]
     dest = Peer(trunk.transport, host, port, local.listener)
     ours = f"[{local.host}]" if ":" in local.host else local.host
     suffix = "" if local.transport == "udp" else f";transport={local.transport}"

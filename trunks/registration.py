@@ -27,7 +27,7 @@ import random
 import re
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 from sbc.sip.auth import (
     Challenge,
@@ -486,6 +486,24 @@ class Registration:
         if self._phase is _Phase.IN_FLIGHT:
             return self._report([])
         return self._report(self._unregister_or_finish(now))
+
+    def retarget(self, proxy: Peer, now: float) -> list[RegistrationAction]:
+        """Send REGISTERs to `proxy` from now on: DNS moved the registrar, or the last one
+        stopped answering and the trunk has another address. The new server knows neither
+        our binding nor our nonces, so stored challenges are dropped, and a live or
+        pending binding is registered there at once rather than at the next refresh. A
+        REGISTER in flight finishes where it went; a back-off keeps its delay."""
+        if proxy == self.settings.proxy:
+            return []
+        self.settings = replace(self.settings, proxy=proxy)
+        self._challenges.clear()
+        if (
+            self._phase is _Phase.IDLE
+            and not self._stopping
+            and self._status is RegistrationStatus.REGISTERED
+        ):
+            return self._report(self._begin_attempt(now))
+        return []
 
     # ----- attempts ------------------------------------------------------------------------
     def _begin_attempt(self, now: float) -> list[RegistrationAction]:

@@ -703,3 +703,101 @@ def test_trunk_name_is_resolved_again_and_calls_follow_the_new_gateway(tmp_path:
         log = lab.log_text()
     assert_ok(outcome)
     assert "event=call.failover" not in log  # straight to the moved gateway
+
+
+def test_each_gateway_of_a_trunk_is_probed_and_calls_skip_a_down_one(tmp_path: Path) -> None:
+    # RFC 3263 §4.2: the SRV name gives two gateways; the first answers OPTIONS 503 and is
+    # taken out alone: the trunk stays up, and its calls go to the second address first.
+    dns_port, first_port = free_port(DNS_HOST), free_port(GATEWAY_HOST)
+    second_port = free_port(GATEWAY_HOST, avoid=[first_port])
+    lab = CallLab(
+        tmp_path,
+        sip={"t1": T1},
+        trunks_before=[
+            '{name: pair, interface: external, proxy: "sip:pair.test",'
+            " probe: {interval: 0.2, up_after: 1, down_after: 1}}"
+        ],
+        extra_yaml=f"dns: {{nameservers: ['{DNS_HOST}:{dns_port}']}}\n",
+    )
+    records = {
+        ("_sip._udp.pair.test.", "SRV"): [
+            f"10 0 {first_port} one.pair.test.",
+            f"20 0 {second_port} two.pair.test.",
+        ],
+        ("one.pair.test.", "A"): [GATEWAY_HOST],
+        ("two.pair.test.", "A"): [GATEWAY_HOST],
+    }
+    with (
+        FakeDns(DNS_HOST, dns_port, records),
+        FakeGateway(GATEWAY_HOST, first_port, options_status=503) as first,
+        FakeGateway(GATEWAY_HOST, second_port) as second,
+        lab,
+    ):
+        assert lab.sbc is not None
+        lab.sbc.wait_for_log(
+            rf"event=trunk\.health .*trunk=pair .*gateway={GATEWAY_HOST}:{first_port} .*state=down"
+        )
+        outcome = lab.run_outbound("call_out_pbx.xml", "call_out_itsp.xml", pbx_args=("-d", "100"))
+        states = _trunk_states(lab, f"pair {GATEWAY_HOST}:{second_port}")
+    assert_ok(outcome)  # the second gateway's 503 moves the call on to the ITSP trunk
+    assert first.count("INVITE") == 0, "a gateway probed down still got the call"
+    assert second.count("INVITE") >= 1, "the live gateway of the trunk was not tried"
+    assert states.get("pair") == "up", states
+    assert states.get(f"pair {GATEWAY_HOST}:{first_port}") == "down", states
+
+
+def test_probes_and_registration_follow_a_gateway_moved_by_dns(tmp_path: Path) -> None:
+    dns_port, old_port = free_port(DNS_HOST), free_port(GATEWAY_HOST)
+    new_port = free_port(GATEWAY_HOST, avoid=[old_port])
+    lab = CallLab(
+        tmp_path,
+        sip={"t1": T1},
+        trunks_before=[
+            '{name: moving, interface: external, proxy: "sip:moving.test",'
+            " probe: {interval: 0.2}, credentials: {username: alice, password: s3cret},"
+            " registrations: [{user: alice, expires: 600}]}"
+        ],
+        extra_yaml=f"dns: {{nameservers: ['{DNS_HOST}:{dns_port}'], refresh: 0.3}}\n",
+    )
+    records = {
+        ("_sip._udp.moving.test.", "SRV"): [f"10 0 {old_port} gw.moving.test."],
+        ("gw.moving.test.", "A"): [GATEWAY_HOST],
+    }
+    with (
+        FakeDns(DNS_HOST, dns_port, records),
+        FakeGateway(GATEWAY_HOST, old_port, register_status=200) as old,
+        FakeGateway(GATEWAY_HOST, new_port, register_status=200) as new,
+        lab,
+    ):
+        assert lab.sbc is not None
+        lab.sbc.wait_for_log(r"event=trunk\.registration .*trunk=moving .*state=registered")
+        start = len(lab.sbc.log_lines())
+        records[("_sip._udp.moving.test.", "SRV")] = [f"10 0 {new_port} gw.moving.test."]
+        lab.sbc.wait_for_log(rf"event=trunk\.registrar_moved .*gateway={GATEWAY_HOST}:{new_port}")
+        lab.sbc.wait_for_log(r"event=trunk\.probe_removed .*trunk=moving", start=start)
+        lab.sbc.wait_for_log(
+            r"event=trunk\.registration .*trunk=moving .*state=registered", start=start
+        )
+        probes_after_move = old.count("OPTIONS")
+        # Probes now reach the new address; at 0.2 s intervals a few must have come.
+        deadline = time.monotonic() + 5.0
+        while new.count("OPTIONS") < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert new.count("REGISTER") >= 1, "the registration did not move to the new gateway"
+    assert new.count("OPTIONS") >= 3, "probes did not follow the move"
+    assert old.count("OPTIONS") <= probes_after_move + 1, "the old address is still probed"
+
+
+def _trunk_states(lab: CallLab, last: str) -> dict[str, str]:
+    """What `kill -USR1` reports: one sbc.trunk_state line per trunk, per address of a
+    trunk with several, per registration; `last` names the line to wait for."""
+    assert lab.sbc is not None
+    start = len(lab.sbc.log_lines())
+    os.kill(lab.sbc.pid, signal.SIGUSR1)
+    lab.sbc.wait_for_log(rf'event=sbc\.trunk_state trunk="?{re.escape(last)}"? ', start=start)
+    states: dict[str, str] = {}
+    for line in lab.sbc.log_lines()[start:]:
+        found = re.search(r'event=sbc\.trunk_state trunk=("[^"]*"|\S+) state=(\S+)', line)
+        if found:
+            states[found.group(1).strip('"')] = found.group(2)
+    return states

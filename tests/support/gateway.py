@@ -1,5 +1,6 @@
 """A tiny SIP gateway for trunk tests: answers OPTIONS with a status the test sets (200 =
-alive, 503 = in trouble) and every INVITE with 503, and counts what it received."""
+alive, 503 = in trouble), REGISTER with another (a registrar that takes any binding when
+200), every INVITE with 503, and counts what it received."""
 
 from __future__ import annotations
 
@@ -11,9 +12,12 @@ from tests.support.net import UdpResponder
 
 
 class FakeGateway(UdpResponder):
-    def __init__(self, host: str, port: int, options_status: int = 200) -> None:
+    def __init__(
+        self, host: str, port: int, options_status: int = 200, register_status: int = 503
+    ) -> None:
         super().__init__(host, port)
         self.options_status = options_status
+        self.register_status = register_status
         self.received: list[str] = []  # methods, in order
         self._lock = threading.Lock()
 
@@ -30,5 +34,7 @@ class FakeGateway(UdpResponder):
             return None
         with self._lock:
             self.received.append(message.method)
-        status = self.options_status if message.method == "OPTIONS" else 503
+        status = {"OPTIONS": self.options_status, "REGISTER": self.register_status}.get(
+            message.method, 503
+        )
         return bytes(make_response(message, status, to_tag="gw"))

@@ -918,3 +918,39 @@ def test_settings_errors_never_show_the_password() -> None:
 def test_settings_validation(overrides: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         make_settings(**overrides)
+
+
+# --------------------------------------------------------------------------- moving registrar
+
+
+def test_retarget_registers_at_once_at_the_new_address_without_old_nonces() -> None:
+    h = Harness(Registration(make_settings()))
+    registered(h)
+    sent_before = len(h.sent)
+    moved = Peer("udp", "192.0.2.99", 5080)
+    new = h.take(h.reg.retarget(moved, T0 + 10))
+    # A new server knows neither our binding nor our nonces: REGISTER now, unauthenticated.
+    assert len(new) == 1 and len(h.sent) == sent_before + 1
+    assert h.reg.settings.proxy == moved
+    assert new[0].header("Authorization") is None
+    exchange(h, [Registrar()], T0 + 10)
+    assert h.state.status is RegistrationStatus.REGISTERED
+
+
+def test_retarget_to_the_same_address_does_nothing() -> None:
+    h = Harness(Registration(make_settings()))
+    registered(h)
+    assert h.reg.retarget(PROXY, T0 + 10) == []
+
+
+def test_retarget_during_backoff_keeps_the_delay() -> None:
+    h = Harness(Registration(make_settings(), rand=lambda: 0.0))
+    h.start()
+    h.fail(T0 + 1)
+    state = h.state
+    assert state.status is RegistrationStatus.BACKOFF and state.next_attempt is not None
+    moved = Peer("udp", "192.0.2.99", 5080)
+    assert h.take(h.reg.retarget(moved, T0 + 2)) == []
+    assert h.state.next_attempt == state.next_attempt
+    again = h.timer(state.next_attempt)
+    assert len(again) == 1 and h.reg.settings.proxy == moved
