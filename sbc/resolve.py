@@ -1,5 +1,5 @@
 """Trunk host names to gateway addresses, done at start-up so that nothing on the call path
-waits for DNS (RFC 3263 §4.2: SRV records when the URI names no port, else A/AAAA).
+waits for DNS (RFC 3263: NAPTR then SRV records when the URI names no port, else A/AAAA).
 
 dnspython does the DNS (SRV, A, AAAA over UDP with TCP fallback, timeouts): a well-kept
 library beats a hand-written resolver, and the standard library has no SRV lookup."""
@@ -23,6 +23,8 @@ Gateway = tuple[str, int]  # (IP address, port)
 RESOLVE_TIMEOUT = 5.0  # s per name: a dead resolver must not keep the SBC from starting
 # RFC 3263 §4.2 / RFC 3261 §26: the SRV service per transport of the trunk.
 _SRV_PREFIX = {"udp": "_sip._udp", "tcp": "_sip._tcp", "tls": "_sips._tcp"}
+# RFC 3263 §4.1 / RFC 3261 §26: the NAPTR service field per transport.
+_NAPTR_SERVICE = {"udp": "SIP+D2U", "tcp": "SIP+D2T", "tls": "SIPS+D2T"}
 
 
 def _resolver(settings: DnsSettings) -> dns.asyncresolver.Resolver:
@@ -60,8 +62,12 @@ async def _gateways(
 ) -> list[Gateway]:
     proxy = trunk.proxy
     if not proxy.explicit_port:
-        name = f"{_SRV_PREFIX.get(trunk.transport, '_sip._udp')}.{proxy.host}"
-        targets = await _srv(resolver, name)
+        names = await _naptr(resolver, proxy.host, trunk.transport)
+        if not names:
+            names = [f"{_SRV_PREFIX.get(trunk.transport, '_sip._udp')}.{proxy.host}"]
+        targets: list[tuple[str, int]] = []
+        for name in names:
+            targets.extend(await _srv(resolver, name))
         if targets:
             gateways: list[Gateway] = []
             for target, port in targets:
@@ -70,6 +76,25 @@ async def _gateways(
             return list(dict.fromkeys(gateways))
     addresses = await _addresses(resolver, proxy.host, system)
     return [(address, proxy.port) for address in addresses]
+
+
+async def _naptr(resolver: dns.asyncresolver.Resolver, host: str, transport: str) -> list[str]:
+    """RFC 3263 §4.1: the SRV names the domain's NAPTR records give for the trunk's transport
+    (the transport is configured, so records for the others are skipped), lowest order then
+    preference first. Only the "S" flag (go on with SRV) is followed; none found: []."""
+    try:
+        answer = await resolver.resolve(host, "NAPTR")
+    except (dns.exception.DNSException, OSError):
+        return []
+    wanted = _NAPTR_SERVICE.get(transport, "SIP+D2U")
+    records = sorted(answer, key=lambda r: (r.order, r.preference))
+    return [
+        str(r.replacement).rstrip(".")
+        for r in records
+        if r.flags.decode().upper() == "S"
+        and r.service.decode().upper() == wanted
+        and str(r.replacement) != "."
+    ]
 
 
 async def _srv(resolver: dns.asyncresolver.Resolver, name: str) -> list[tuple[str, int]]:

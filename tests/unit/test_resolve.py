@@ -54,3 +54,31 @@ def test_srv_when_no_port_is_given_ordered_by_priority_rfc3263_4_2() -> None:
     assert found["fixed"] == [("127.0.0.23", 5099)]
     assert ("_sip._udp.fixed.itsp.test.", "SRV") not in server.queries
     assert "gone" not in found  # logged and left out: calls to it fail over
+
+
+def test_naptr_chooses_the_srv_name_for_the_trunks_transport_rfc3263_4_1() -> None:
+    port = free_port(DNS_HOST)
+    records = {
+        # The carrier's own SRV names, not the _sip._udp default: only NAPTR leads there.
+        ("carrier.test.", "NAPTR"): [
+            '10 50 "s" "SIPS+D2T" "" _sips._tcp.edge.carrier.test.',
+            '20 50 "s" "SIP+D2U" "" _udp-late.carrier.test.',
+            '10 60 "s" "SIP+D2U" "" _udp-first.carrier.test.',
+        ],
+        ("_udp-first.carrier.test.", "SRV"): ["10 0 5070 gw1.carrier.test."],
+        ("_udp-late.carrier.test.", "SRV"): ["10 0 5072 gw2.carrier.test."],
+        ("_sips._tcp.edge.carrier.test.", "SRV"): ["10 0 5061 tls.carrier.test."],
+        ("gw1.carrier.test.", "A"): ["127.0.0.20"],
+        ("gw2.carrier.test.", "A"): ["127.0.0.21"],
+        ("tls.carrier.test.", "A"): ["127.0.0.22"],
+        ("plain.test.", "A"): ["127.0.0.23"],
+        ("_sip._udp.plain.test.", "SRV"): ["10 0 5090 plain.test."],
+    }
+    text = config({"naptr": "sip:carrier.test", "no-naptr": "sip:plain.test"}, f"{DNS_HOST}:{port}")
+    with FakeDns(DNS_HOST, port, records) as server:
+        found = asyncio.run(resolve_trunks(parse_config(text, "t.yaml")))
+    # UDP trunk: the SIP+D2U records in order (10 before 20); the TLS one is not ours.
+    assert found["naptr"] == [("127.0.0.20", 5070), ("127.0.0.21", 5072)]
+    assert ("_sip._udp.carrier.test.", "SRV") not in server.queries
+    # No NAPTR records: straight to the transport's SRV name (RFC 3263 §4.1 last paragraph).
+    assert found["no-naptr"] == [("127.0.0.23", 5090)]
