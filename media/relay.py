@@ -9,8 +9,11 @@ import errno
 import socket
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from time import monotonic
 from typing import Any, cast
 
+from media.pipeline import PipelineError, StreamPipeline, StreamReport
+from media.plan import LegMedia
 from media.ports import PortPool
 from media.session import (
     Address,
@@ -43,6 +46,18 @@ class MediaTimeout:
 
 
 @dataclass(frozen=True, slots=True)
+class DtmfHeard:
+    """A digit the peer on `leg` sent as RFC 4733 events, kept from the other side (which
+    takes DTMF as SIP INFO): the call controller sends it on as INFO."""
+
+    session: str
+    stream: int
+    leg: Leg
+    digit: str
+    duration_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class ChannelStats:
     """What one socket (RTP or RTCP of one leg) received; `packets`/`bytes` were forwarded."""
 
@@ -53,6 +68,7 @@ class ChannelStats:
     send_errors: int  # ICMP errors reported for packets sent out of this socket
     remote: Address | None  # where packets for this leg go
     latched: bool
+    refused: int = 0  # not forwarded by the stream's processing (SRTP refused, DTMF kept)
 
     @property
     def dropped(self) -> int:
@@ -72,6 +88,7 @@ class LegStats:
 class SessionStats:
     session: str
     legs: tuple[LegStats, ...]
+    streams: tuple[StreamReport, ...] = ()  # quality per stream and direction
 
     def leg(self, stream: int, leg: Leg) -> LegStats:
         for item in self.legs:
@@ -109,6 +126,8 @@ class _Endpoint(asyncio.DatagramProtocol):
         "dropped_source",
         "dropped_no_remote",
         "send_errors",
+        "refused",
+        "proc",
         "session",
         "stream",
         "leg",
@@ -138,6 +157,9 @@ class _Endpoint(asyncio.DatagramProtocol):
         self.dropped_source = 0
         self.dropped_no_remote = 0
         self.send_errors = 0
+        self.refused = 0
+        # The stream's processing for packets from this leg (SRTP, statistics, DTMF).
+        self.proc: Callable[[bytes], bytes | None] | None = None
         self.session = session
         self.stream = stream
         self.leg = leg
@@ -158,6 +180,7 @@ class _Endpoint(asyncio.DatagramProtocol):
         # the cyclic collector, whose pauses delay SIP (measured: 200-400 ms at 500 calls/s).
         self.peer = _NOWHERE
         self.transport = _UNBOUND
+        self.proc = None
 
     def error_received(self, exc: Exception) -> None:
         # Linux reports an ICMP port-unreachable for an earlier sendto here; the far end
@@ -179,6 +202,13 @@ class _Endpoint(asyncio.DatagramProtocol):
         if destination is None:
             self.dropped_no_remote += 1
             return
+        proc = self.proc
+        if proc is not None:
+            out = proc(data)
+            if out is None:
+                self.refused += 1
+                return
+            data = out
         self.packets += 1
         self.bytes += len(data)
         peer.transport.sendto(data, destination)
@@ -212,7 +242,7 @@ class _Endpoint(asyncio.DatagramProtocol):
     @property
     def activity(self) -> int:
         """Packets from the leg's own peer (forwarded or not): proof that media flows."""
-        return self.packets + self.dropped_no_remote
+        return self.packets + self.dropped_no_remote + self.refused
 
     def stats(self) -> ChannelStats:
         remote = None if self.remote is None else (self.remote[0], self.remote[1])
@@ -224,6 +254,7 @@ class _Endpoint(asyncio.DatagramProtocol):
             self.send_errors,
             remote,
             self.latched,
+            self.refused,
         )
 
     def close(self) -> None:
@@ -238,6 +269,7 @@ _NOWHERE = _Endpoint.__new__(_Endpoint)
 _NOWHERE.remote = None
 _NOWHERE.transport = _UNBOUND
 _NOWHERE.peer = _NOWHERE
+_NOWHERE.proc = None
 
 
 @dataclass(slots=True)
@@ -252,11 +284,12 @@ class _LegEndpoints:
 class _Session:
     """A MediaSession and its sockets, keyed by (stream, leg)."""
 
-    __slots__ = ("media", "legs")
+    __slots__ = ("media", "legs", "pipelines")
 
     def __init__(self, media: MediaSession) -> None:
         self.media = media
         self.legs: dict[tuple[int, Leg], _LegEndpoints] = {}
+        self.pipelines: dict[int, StreamPipeline] = {}
 
     def endpoints(self, stream: int | None = None) -> list[_Endpoint]:
         return [
@@ -282,6 +315,7 @@ class MediaRelay:
         *,
         timeout: float | None = 60.0,
         on_timeout: Callable[[MediaTimeout], None] | None = None,
+        on_dtmf: Callable[[DtmfHeard], None] | None = None,
         strict_source: bool = True,
         check_interval: float = DEFAULT_CHECK_INTERVAL,
         bind_attempts: int = DEFAULT_BIND_ATTEMPTS,
@@ -293,6 +327,7 @@ class MediaRelay:
         self.pool = pool
         self.timeout = timeout
         self.on_timeout = on_timeout
+        self.on_dtmf = on_dtmf
         self.strict_source = strict_source
         self.check_interval = check_interval
         self.bind_attempts = max(1, bind_attempts)
@@ -354,6 +389,49 @@ class MediaRelay:
         session = self._get(key)
         self._apply(session, [session.media.set_remote(stream, leg, remote, remote_rtcp)])
 
+    def configure(self, key: str, stream: int, leg: Leg, media: LegMedia) -> None:
+        """What the latest offer/answer says about `leg`'s side of `stream` (codec, SRTP
+        keys, telephone-event numbers, DTMF mode). MediaRelayError when it cannot be used."""
+        pipeline = self._get(key).pipelines.get(stream)
+        if pipeline is None:
+            raise MediaRelayError(f"media session {key}: no stream {stream}")
+        try:
+            pipeline.configure(leg, media)
+        except PipelineError as exc:
+            raise MediaRelayError(f"media session {key} stream {stream}: {exc}") from None
+
+    def play_dtmf(self, key: str, stream: int, leg: Leg, digit: str, duration_ms: int) -> None:
+        """Play `digit` as RFC 4733 events toward `leg` (its peer expects them in RTP; the
+        other side sent it as SIP INFO). MediaRelayError when that side has none."""
+        session = self._get(key)
+        pipeline = session.pipelines.get(stream)
+        if pipeline is None:
+            raise MediaRelayError(f"media session {key}: no stream {stream}")
+        try:
+            schedule = pipeline.play(leg, digit, duration_ms, monotonic())
+        except (PipelineError, ValueError) as exc:
+            raise MediaRelayError(f"media session {key} stream {stream}: {exc}") from None
+        loop = asyncio.get_running_loop()
+        start = monotonic()
+        for send_at, data in schedule:
+            loop.call_later(max(0.0, send_at - start), self._inject, session, stream, leg, data)
+
+    def _inject(self, session: _Session, stream: int, leg: Leg, data: bytes) -> None:
+        pair = session.legs.get((stream, leg))
+        pipeline = session.pipelines.get(stream)
+        if pair is None or pipeline is None or pair.rtp.remote is None:
+            return  # the stream or the call is gone, or the peer's address is not known yet
+        out = pipeline.injected(leg, data)
+        if out is not None:
+            pair.rtp.transport.sendto(out, pair.rtp.remote)
+
+    def _digit_handler(self, key: str, stream: int) -> Callable[[Leg, str, int], None]:
+        def heard(leg: Leg, digit: str, duration_ms: int) -> None:
+            if self.on_dtmf is not None:
+                self.on_dtmf(DtmfHeard(key, stream, leg, digit, duration_ms))
+
+        return heard
+
     def relatch(self, key: str, leg: Leg, stream: int | None = None) -> None:
         """Latch `leg` again on its next packet from the expected IP (after a re-INVITE)."""
         session = self._get(key)
@@ -399,6 +477,11 @@ class MediaRelay:
             a, b = session.legs[(index, Leg.A)], session.legs[(index, Leg.B)]
             a.rtp.peer, b.rtp.peer = b.rtp, a.rtp
             a.rtcp.peer, b.rtcp.peer = b.rtcp, a.rtcp
+            pipeline = StreamPipeline(self._digit_handler(session.media.key, index))
+            session.pipelines[index] = pipeline
+            for leg, pair in ((Leg.A, a), (Leg.B, b)):
+                pair.rtp.proc = pipeline.rtp[leg]
+                pair.rtcp.proc = pipeline.rtcp[leg]
             # Every socket of the stream is bound: remotes may be set from here on.
             for leg in Leg:
                 state = session.media.stream(index).leg(leg)
@@ -488,11 +571,13 @@ class MediaRelay:
         await self._close_endpoints(session.endpoints(index))
         for leg in Leg:
             session.legs.pop((index, leg), None)
+        session.pipelines.pop(index, None)
         session.media.disable(index)
 
     async def _teardown(self, session: _Session) -> None:
         await self._close_endpoints(session.endpoints())
         session.legs.clear()
+        session.pipelines.clear()
         session.media.release()
 
     def _get(self, key: str) -> _Session:
@@ -514,23 +599,32 @@ class MediaRelay:
                 session.legs.items(), key=lambda item: (item[0][0], item[0][1].value)
             )
         )
-        return SessionStats(session.media.key, legs)
+        now = monotonic()
+        streams = tuple(
+            pipeline.report(index, now) for index, pipeline in sorted(session.pipelines.items())
+        )
+        return SessionStats(session.media.key, legs, streams)
 
     # ------------------------------------------------------------------ no-media timeout
 
     def _arm(self, loop: asyncio.AbstractEventLoop) -> None:
-        if self._timer is None and self.timeout is not None:
+        if self._timer is None:
             self._timer = loop.call_later(self.check_interval, self._check, loop)
 
     def _check(self, loop: asyncio.AbstractEventLoop) -> None:
         """One timer for the whole relay: compare each stream's packet count with the last
         check; a stream whose count stood still for `timeout` seconds is reported once."""
         self._timer = loop.call_later(self.check_interval, self._check, loop)
-        if self.timeout is None:
-            return
         now = loop.time()
+        clock = monotonic()
         reports: list[MediaTimeout] = []
-        for key, session in self._sessions.items():
+        for key, session in list(self._sessions.items()):
+            for pipeline in session.pipelines.values():
+                deadline = pipeline.next_deadline()
+                if deadline is not None and deadline <= clock:
+                    pipeline.on_timer(clock)  # digits whose end packets were all lost
+            if self.timeout is None:
+                continue
             idle = session.media.check_idle(session.activity(), now, self.timeout)
             if idle:
                 reports.append(MediaTimeout(key, idle, self.timeout))

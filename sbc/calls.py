@@ -14,7 +14,8 @@ from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from media.relay import MediaRelay, MediaTimeout
+from media.plan import LegMedia
+from media.relay import DtmfHeard, MediaRelay, MediaTimeout, SessionStats
 from media.session import Leg
 from sbc.b2bua import (
     AllocateMedia,
@@ -27,12 +28,15 @@ from sbc.b2bua import (
     LegId,
     LocalEndpoint,
     LogEvent,
+    PlayDtmf,
     ReleaseMedia,
     SendRequest,
     SendResponse,
     SendStateless,
     UpdateMedia,
 )
+from sbc.b2bua.call import SdpView
+from sbc.b2bua.media_plan import plan_leg
 from sbc.log import get_logger
 from sbc.sip.message import Request, Response
 from sbc.sip.peer import Peer
@@ -53,6 +57,10 @@ class _Entry:
     dialogs: list[DialogKey] = field(default_factory=list)
     transactions: list[TxnKey] = field(default_factory=list)
     media: bool = False
+    # The SDP the relay's stream settings were last derived from, per leg (identity
+    # compared after every batch of actions), and those settings.
+    views: tuple[SdpView, SdpView] | None = None
+    plans: dict[LegId, tuple[LegMedia | None, ...]] = field(default_factory=dict)
     deadline: float | None = None
     target: str = ""  # the trunk or PBX leg B goes to, as counted in per_target
 
@@ -80,6 +88,7 @@ class CallAdapter:
         self._tasks: set[asyncio.Task[None]] = set()
         self._per_target: dict[str, int] = {}  # live calls per trunk/PBX (max_calls, least_calls)
         relay.on_timeout = self._media_timeout
+        relay.on_dtmf = self._media_dtmf
 
     def __len__(self) -> int:
         return len(self.calls)
@@ -228,6 +237,8 @@ class CallAdapter:
                 self._spawn(self._allocate(entry, action.streams))
             elif isinstance(action, UpdateMedia):
                 self._update_media(entry, action)
+            elif isinstance(action, PlayDtmf):
+                self._play_dtmf(entry, action)
             elif isinstance(action, ReleaseMedia):
                 self._release_media(entry)
             elif isinstance(action, CallEnded):
@@ -235,6 +246,10 @@ class CallAdapter:
             elif isinstance(action, LogEvent):
                 emit = log.debug if action.debug else log.info
                 emit(action.event, call=call_key, **dict(action.fields))
+        if entry.media:
+            views = entry.call.media_views()
+            if not _same_views(views, entry.views):
+                self._configure_media(entry, views)
         if call_key in self.calls:
             self._schedule(entry)
         if entry.target != ("" if entry.call.ended else entry.call.target.name):
@@ -317,6 +332,51 @@ class CallAdapter:
             except Exception as exc:  # a stream the relay no longer has
                 log.warning("media.update_failed", call=key, stream=index, error=str(exc))
 
+    def _configure_media(self, entry: _Entry, views: tuple[SdpView, SdpView]) -> None:
+        """Codec, SRTP keys and DTMF handling of each stream, as the latest SDP says."""
+        entry.views = views
+        key = entry.setup.call_key
+        for leg_id, (ours, theirs) in zip((LegId.A, LegId.B), views, strict=True):
+            leg = entry.call.a if leg_id is LegId.A else entry.call.b
+            plans = plan_leg(ours, theirs, leg.policy.dtmf)
+            if plans == entry.plans.get(leg_id):
+                continue
+            entry.plans[leg_id] = plans
+            for index, plan in enumerate(plans):
+                if plan is None:
+                    continue
+                try:
+                    self.relay.configure(key, index, _MEDIA_LEG[leg_id], plan)
+                except Exception as exc:  # a stream the relay no longer has, unusable keys
+                    log.warning("media.configure_failed", call=key, stream=index, error=str(exc))
+
+    def _play_dtmf(self, entry: _Entry, action: PlayDtmf) -> None:
+        key = entry.setup.call_key
+        plans = entry.plans.get(action.leg, ())
+        stream = next(
+            (i for i, p in enumerate(plans) if p is not None and p.events_out is not None), None
+        )
+        if not entry.media or stream is None:
+            log.warning(
+                "media.dtmf_dropped", call=key, digit=action.digit, why="no telephone-event"
+            )
+            return
+        try:
+            self.relay.play_dtmf(
+                key, stream, _MEDIA_LEG[action.leg], action.digit, action.duration_ms
+            )
+        except Exception as exc:
+            log.warning("media.dtmf_dropped", call=key, digit=action.digit, why=str(exc))
+
+    def _media_dtmf(self, heard: DtmfHeard) -> None:
+        entry = self.calls.get(heard.session)
+        if entry is None:
+            return
+        now = self._now()
+        leg = LegId.A if heard.leg is Leg.A else LegId.B
+        self._run(entry, entry.call.on_dtmf(leg, heard.digit, heard.duration_ms, now), now)
+        self._rearm()
+
     def _release_media(self, entry: _Entry) -> None:
         if not entry.media:
             return
@@ -332,6 +392,7 @@ class CallAdapter:
             log.warning("media.release_failed", call=key, error=str(exc))
             return
         log.debug("media.released", call=key, legs=len(stats.legs))
+        _log_quality(key, stats)
 
     def _media_timeout(self, timeout: MediaTimeout) -> None:
         entry = self.calls.get(timeout.session)
@@ -366,3 +427,39 @@ def _advertised(
     if local.sdp_address is None:
         return tuple(endpoints)
     return tuple(None if e is None else (local.sdp_address, e[1]) for e in endpoints)
+
+
+def _same_views(new: tuple[SdpView, SdpView], old: tuple[SdpView, SdpView] | None) -> bool:
+    """Identity, not equality: descriptions are immutable and replaced when they change."""
+    if old is None:
+        return False
+    return all(
+        n is o
+        for pair_new, pair_old in zip(new, old, strict=True)
+        for n, o in zip(pair_new, pair_old, strict=True)
+    )
+
+
+def _log_quality(key: str, stats: SessionStats) -> None:
+    """One line per stream and direction at the end of a call: what the CDR will carry."""
+    for stream in stats.streams:
+        for source, report, srtp in (
+            ("a", stream.from_a, stream.srtp_a),
+            ("b", stream.from_b, stream.srtp_b),
+        ):
+            if report.packets == 0 and report.rtcp_packets == 0:
+                continue
+            log.info(
+                "media.quality",
+                call=key,
+                stream=stream.stream,
+                source=source,
+                codec=report.codec,
+                packets=report.packets,
+                lost=report.lost,
+                loss=round(report.loss_fraction, 4),
+                jitter_ms=round(report.jitter_ms, 2),
+                rtt_ms=None if report.rtt_ms is None else round(report.rtt_ms, 1),
+                mos=None if report.mos is None else round(report.mos, 2),
+                srtp_auth_failures=None if srtp is None else srtp.auth_failures,
+            )

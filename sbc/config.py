@@ -46,6 +46,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("kv", "json")
 PAI_MODES = ("pass", "strip")
 REFER_MODES = ("reject", "relay")
+DTMF_MODES = ("rfc4733", "info")  # telephone-event in RTP, or SIP INFO (application/dtmf-relay)
 # RFC 4028 §5: a Min-SE below 90 seconds is not allowed.
 MIN_SESSION_INTERVAL = 90
 DEFAULT_NODE = "sbc1"
@@ -185,6 +186,7 @@ class Pbx:
     session_expires: int = 0  # PBXs refresh their own sessions
     min_se: int = MIN_SESSION_INTERVAL
     supports_100rel: bool = True
+    dtmf: str = "rfc4733"  # how the PBX signals DTMF: 'rfc4733' (RTP) or 'info' (SIP INFO)
     auth: PbxAuth | None = None  # digest users; None: trusted_sources only
 
 
@@ -259,6 +261,7 @@ class Trunk:
     session_expires: int = 1800
     min_se: int = MIN_SESSION_INTERVAL
     supports_100rel: bool = True
+    dtmf: str = "rfc4733"  # how the carrier signals DTMF: 'rfc4733' (RTP) or 'info' (SIP INFO)
     from_domain: str | None = None  # host of From/To toward the trunk; None: see sbc.routing
     credentials: TrunkCredentials | None = None  # None: challenges from it fail the call
     setup_timeout: float = 0  # s without a final answer before trying the next trunk; 0: off
@@ -767,6 +770,7 @@ _LEG_KEYS = (
     "session_expires",
     "min_se",
     "100rel",
+    "dtmf",
 )
 _PBX_KEYS = ("name", "interface", "address", "trusted_sources", *_LEG_KEYS, "auth")
 _TRUNK_KEYS = (
@@ -1007,6 +1011,7 @@ def _read_pbxs(
                     session_expires=leg.session_expires,
                     min_se=leg.min_se,
                     supports_100rel=leg.supports_100rel,
+                    dtmf=leg.dtmf,
                     auth=_read_pbx_auth(section),
                 )
             )
@@ -1114,6 +1119,7 @@ def _read_trunks(
                     session_expires=leg.session_expires,
                     min_se=leg.min_se,
                     supports_100rel=leg.supports_100rel,
+                    dtmf=leg.dtmf,
                     from_domain=from_domain,
                     credentials=credentials,
                     setup_timeout=setup_timeout,
@@ -1204,6 +1210,7 @@ class _LegSettings:
     session_expires: int = 0
     min_se: int = MIN_SESSION_INTERVAL
     supports_100rel: bool = True
+    dtmf: str = "rfc4733"
 
 
 _PBX_LEG_DEFAULTS = _LegSettings(pai="pass", refer="relay", session_expires=0)
@@ -1230,6 +1237,7 @@ def _read_leg(section: _Section, defaults: _LegSettings) -> _LegSettings:
         ),
         min_se=section.get("min_se", lambda n: n.integer(MIN_SESSION_INTERVAL), defaults.min_se),
         supports_100rel=section.get("100rel", _Node.boolean, defaults.supports_100rel),
+        dtmf=section.get("dtmf", lambda n: n.choice(DTMF_MODES), defaults.dtmf),
     )
     if 0 < leg.session_expires < leg.min_se and section.has("session_expires"):
         # RFC 4028 §4: a Session-Expires below the Min-SE would only earn a 422.

@@ -346,6 +346,7 @@ class Router:
             supports_100rel=pbx.supports_100rel,
             session_expires=pbx.session_expires,
             min_se=pbx.min_se,
+            dtmf=pbx.dtmf,
         )
         user_agent = pbx.user_agent or self.config.sip.user_agent
         local = self._endpoint(pbx.interface, pbx.transport, pbx.address.host, user_agent)
@@ -360,6 +361,7 @@ class Router:
             supports_100rel=trunk.supports_100rel,
             session_expires=trunk.session_expires,
             min_se=trunk.min_se,
+            dtmf=trunk.dtmf,
         )
         user_agent = trunk.user_agent or self.config.sip.user_agent
         local = self._endpoint(trunk.interface, trunk.transport, trunk.proxy.host, user_agent)

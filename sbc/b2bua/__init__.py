@@ -14,6 +14,7 @@ from sbc.b2bua.api import (
     LegPolicy,
     LocalEndpoint,
     LogEvent,
+    PlayDtmf,
     ReleaseMedia,
     SendRequest,
     SendResponse,
@@ -43,5 +44,6 @@ __all__ = [
     "SendResponse",
     "SendStateless",
     "Target",
+    "PlayDtmf",
     "UpdateMedia",
 ]

@@ -55,6 +55,9 @@ class LegPolicy:
     supports_100rel: bool = True
     session_expires: int = 1800  # RFC 4028 interval we ask for on this leg; 0 disables timers
     min_se: int = 90
+    # How this side signals DTMF: 'rfc4733' (telephone-event in RTP) or 'info' (SIP INFO,
+    # application/dtmf-relay). When the two sides differ, the SBC translates.
+    dtmf: str = "rfc4733"
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +192,16 @@ class UpdateMedia:
 
 
 @dataclass(frozen=True, slots=True)
+class PlayDtmf:
+    """Send a DTMF digit as RFC 4733 telephone-events in RTP toward `leg` (its side spoke
+    SIP INFO on the other leg)."""
+
+    leg: LegId
+    digit: str
+    duration_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class ReleaseMedia:
     """Free the call's relay ports."""
 
@@ -235,6 +248,7 @@ CallAction = (
     | DialogOpened
     | AllocateMedia
     | UpdateMedia
+    | PlayDtmf
     | ReleaseMedia
     | CallEnded
     | LogEvent

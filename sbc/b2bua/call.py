@@ -30,6 +30,7 @@ from sbc.b2bua.api import (
     DialogOpened,
     LegId,
     LogEvent,
+    PlayDtmf,
     ReleaseMedia,
     SendRequest,
     SendResponse,
@@ -45,6 +46,13 @@ from sbc.b2bua.leg import (
 )
 from sbc.b2bua.sdp import SDP_TYPE, cross, remotes_of, same_session, sdp_of
 from sbc.b2bua.timer import SessionTimer, answer_timer, min_se, session_expires, supports_timer
+from sbc.dtmf_info import (
+    DTMF_INFO_TYPES,
+    DTMF_RELAY_TYPE,
+    DtmfInfoError,
+    format_dtmf_relay,
+    parse_dtmf_info,
+)
 from sbc.sdp import (
     NegotiationState,
     OfferAnswerError,
@@ -94,6 +102,9 @@ _MAPPED_STATUS = {
 }
 # Headers of a final failure that may cross: the RFC 3326 cause and the retry hint.
 _FAILURE_HEADERS = ("Reason", "Retry-After")
+
+
+SdpView = tuple[SessionDescription | None, SessionDescription | None]
 
 
 class Phase(enum.Enum):
@@ -224,7 +235,11 @@ class Call:
         if offer is not None:
             try:
                 out, b.origin = cross(
-                    offer, b.endpoints, _origin(b), codecs=(a.policy.codecs, b.policy.codecs)
+                    offer,
+                    b.endpoints,
+                    _origin(b),
+                    dtmf=self._dtmf_toward(b),
+                    codecs=(a.policy.codecs, b.policy.codecs),
                 )
             except SdpError as exc:
                 a.oa.rollback()
@@ -339,6 +354,8 @@ class Call:
                 return [self._answer(leg, key, request, 200, headers=headers)]
             if method == "REFER" and leg.policy.refer != "relay":
                 return [self._answer(leg, key, request, 603, "Decline")]
+            if method == "INFO" and self._dtmf_toward(self._other(leg)) == "add":
+                return self._info_to_rtp(leg, key, request, source, now)
             if method in ("INFO", "MESSAGE", "NOTIFY", "REFER"):
                 return self._relay_request(leg, key, request, source, now, None)
             return [self._answer(leg, key, request, 501, headers=[("Allow", ALLOW)])]
@@ -532,6 +549,7 @@ class Call:
                     sdp,
                     other.endpoints,
                     _origin(other),
+                    dtmf=self._dtmf_toward(other),
                     codecs=(leg.policy.codecs, other.policy.codecs),
                 )
                 other.oa.local_offer(out)
@@ -613,7 +631,11 @@ class Call:
                 answer = _answer_in(other, response)
                 actions.append(UpdateMedia(other.id, remotes_of(answer)))
                 body, leg.origin = cross(
-                    answer, leg.endpoints, _origin(leg), answers=leg.oa.remote_pending
+                    answer,
+                    leg.endpoints,
+                    _origin(leg),
+                    dtmf=self._dtmf_toward(leg),
+                    answers=leg.oa.remote_pending,
                 )
                 leg.oa.local_answer(body)
             except (SdpError, OfferAnswerError) as exc:
@@ -668,7 +690,13 @@ class Call:
             # Initial late offer: leg B's 2xx offered, A answered in its ACK; now ACK leg B.
             b = self.b
             try:
-                out, b.origin = cross(answer, b.endpoints, _origin(b), answers=b.oa.remote_pending)
+                out, b.origin = cross(
+                    answer,
+                    b.endpoints,
+                    _origin(b),
+                    dtmf=self._dtmf_toward(b),
+                    answers=b.oa.remote_pending,
+                )
                 b.oa.local_answer(out)
             except (SdpError, OfferAnswerError):
                 hdr = reason_header("SIP", 488, "No usable answer")
@@ -853,7 +881,13 @@ class Call:
         body: SessionDescription | None = None
         if answer is not None and a.oa.state is NegotiationState.REMOTE_OFFER_RECEIVED:
             try:
-                body, a.origin = cross(answer, a.endpoints, _origin(a), answers=a.oa.remote_pending)
+                body, a.origin = cross(
+                    answer,
+                    a.endpoints,
+                    _origin(a),
+                    dtmf=self._dtmf_toward(a),
+                    answers=a.oa.remote_pending,
+                )
             except SdpError:
                 body = None
         headers = [("Contact", a.contact), ("Allow", ALLOW), *a.agent_header("Server")]
@@ -902,7 +936,11 @@ class Call:
                 return []
             try:
                 out, a.origin = cross(
-                    sdp, a.endpoints, _origin(a), codecs=(b.policy.codecs, a.policy.codecs)
+                    sdp,
+                    a.endpoints,
+                    _origin(a),
+                    dtmf=self._dtmf_toward(a),
+                    codecs=(b.policy.codecs, a.policy.codecs),
                 )
                 a.oa.local_offer(out)
             except (SdpError, OfferAnswerError):
@@ -944,7 +982,13 @@ class Call:
             if answer is None:
                 raise SdpError("PRACK without the answer to our offer", status=488)
             a.oa.remote_answer(answer)
-            out, b.origin = cross(answer, b.endpoints, _origin(b), answers=b.oa.remote_pending)
+            out, b.origin = cross(
+                answer,
+                b.endpoints,
+                _origin(b),
+                dtmf=self._dtmf_toward(b),
+                answers=b.oa.remote_pending,
+            )
             b.oa.local_answer(out)
         except (SdpError, OfferAnswerError) as exc:
             if a.oa.offer_pending:
@@ -1020,7 +1064,11 @@ class Call:
             if a.oa.state is NegotiationState.REMOTE_OFFER_RECEIVED:
                 try:
                     body, a.origin = cross(
-                        answer, a.endpoints, _origin(a), answers=a.oa.remote_pending
+                        answer,
+                        a.endpoints,
+                        _origin(a),
+                        dtmf=self._dtmf_toward(a),
+                        answers=a.oa.remote_pending,
                     )
                     a.oa.local_answer(body)
                 except (SdpError, OfferAnswerError) as exc:
@@ -1050,7 +1098,11 @@ class Call:
                 return []
             try:
                 out, a.origin = cross(
-                    sdp, a.endpoints, _origin(a), codecs=(b.policy.codecs, a.policy.codecs)
+                    sdp,
+                    a.endpoints,
+                    _origin(a),
+                    dtmf=self._dtmf_toward(a),
+                    codecs=(b.policy.codecs, a.policy.codecs),
                 )
                 a.oa.local_offer(out)
             except (SdpError, OfferAnswerError) as exc:
@@ -1513,7 +1565,9 @@ class Call:
         offer = b.oa.remote_pending
         if offer is not None:
             try:
-                rejected, b.origin = cross(offer, (), _origin(b))  # no endpoints: all port 0
+                rejected, b.origin = cross(
+                    offer, (), _origin(b), dtmf=self._dtmf_toward(b)
+                )  # no endpoints: all port 0
                 headers.append(("Content-Type", SDP_TYPE))
                 body = bytes(rejected)
             except SdpError:
@@ -1668,6 +1722,64 @@ class Call:
         )
 
     # ================================================================== helpers
+    # ================================================================== media views
+    def media_views(self) -> tuple[SdpView, SdpView]:
+        """(what we sent, what the peer sent) per leg, A then B, as the media flows now:
+        the agreed pair, else the early one (an answer in an 18x), else what is on offer.
+        The adapter derives the relay's stream settings (codec, keys, DTMF) from them."""
+        a, b = self.a.oa, self.b.oa
+        return (
+            (
+                a.local_current or self._a_preview or a.local_pending,
+                a.remote_current or a.remote_pending,
+            ),
+            (b.local_current or b.local_pending, b.remote_current or b.remote_early),
+        )
+
+    # ================================================================== DTMF translation
+    def _info_to_rtp(
+        self, leg: Leg, key: TxnKey, request: Request, source: Peer, now: float
+    ) -> Actions:
+        """An INFO from a side that signals DTMF that way, toward a side that expects RFC
+        4733: answered here and played as telephone-events on the other leg. An INFO that
+        carries something else (or nothing) is relayed as usual."""
+        ctype = (request.content_type or "").split(";", 1)[0].strip().lower()
+        if ctype not in DTMF_INFO_TYPES:
+            return self._relay_request(leg, key, request, source, now, None)
+        try:
+            digit = parse_dtmf_info(ctype, request.body)
+        except DtmfInfoError as exc:
+            return [self._answer(leg, key, request, 400, _short(exc))]
+        other = self._other(leg)
+        return [
+            self._answer(leg, key, request, 200),
+            PlayDtmf(other.id, digit.char, digit.duration_ms),
+        ]
+
+    def on_dtmf(self, leg_id: LegId, digit: str, duration_ms: int, now: float) -> Actions:
+        """The relay heard a digit (RFC 4733) from `leg_id`'s side; the other side signals
+        DTMF with INFO: send it one (application/dtmf-relay, the common form)."""
+        leg = self._leg(leg_id)
+        other = self._other(leg)
+        if self.ended or self._closing_at is not None or self._dtmf_toward(other) != "strip":
+            return []
+        if other.dialog is None or other.done or other.dialog.state is not DialogState.CONFIRMED:
+            return []
+        body = format_dtmf_relay(digit, duration_ms)
+        headers = [("Content-Type", DTMF_RELAY_TYPE)]
+        return [
+            self._send(other, other.new_request("INFO", headers, body), "dtmf"),
+            LogEvent("call.dtmf_info", (("leg", other.id.value), ("digit", digit)), debug=True),
+        ]
+
+    def _dtmf_toward(self, leg: Leg) -> str:
+        """How SDP crossing to `leg` treats telephone-event when the two sides signal DTMF
+        differently (the relay and INFO translate between them)."""
+        mine, theirs = leg.policy.dtmf, self._other(leg).policy.dtmf
+        if mine == theirs:
+            return ""
+        return "strip" if mine == "info" else "add"
+
     def _leg(self, leg_id: LegId) -> Leg:
         return self.a if leg_id is LegId.A else self.b
 

@@ -18,6 +18,7 @@ from sbc.sdp import (
     stamp_origin,
     strip_ice,
 )
+from sbc.sdp.telephone_event import with_telephone_event, without_telephone_event
 from sbc.sip.message import Message
 
 Endpoint = tuple[str, int]
@@ -54,14 +55,21 @@ def cross(
     *,
     codecs: Sequence[Sequence[str]] = (),
     answers: SessionDescription | None = None,
+    dtmf: str = "",
 ) -> tuple[SessionDescription, OriginState]:
     """`sdp` rewritten for the other leg: only the codecs every list in `codecs` allows (for
     offers), no ICE (the relay is no ICE agent), every address the relay's, s=- and o= of
     that leg. `answers`: the offer this answers on that leg; a direction RFC 3264 §6.1 does
-    not allow against it is narrowed (an answer of sendrecv to a sendonly hold, TRAPS #1)."""
+    not allow against it is narrowed (an answer of sendrecv to a sendonly hold, TRAPS #1).
+    `dtmf`: 'strip' takes telephone-event out (that leg signals DTMF with INFO), 'add' puts
+    it in (that leg expects RFC 4733, the other side sends INFO), '' leaves it."""
     out = sdp
     for allowed in codecs:
         out = filter_codecs(out, allowed)
+    if dtmf == "strip":
+        out = without_telephone_event(out)
+    elif dtmf == "add":
+        out = with_telephone_event(out, answering=answers)
     out = strip_ice(out, keep_rtcp_mux=False)
     out = point_at_relay(out, _fitted(endpoints, len(out.media)), address=origin.address)
     out = set_session_name(out)
