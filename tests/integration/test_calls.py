@@ -642,6 +642,37 @@ def test_registration_follows_423_min_expires_and_backs_off_on_503(tmp_path: Pat
     assert len(registers) == 2 and "7200" in (registers[1].header("Expires") or ""), registers
 
 
+def test_a_trunk_that_stops_answering_mid_run_is_left_and_taken_back(tmp_path: Path) -> None:
+    # Up and probed; then it goes dark (OPTIONS time out after 64*T1): marked down, calls go
+    # straight to the next trunk; it answers again: marked up and tried first again.
+    port = free_port(GATEWAY_HOST)
+    dark = (
+        f'{{name: dark, interface: external, proxy: "sip:{GATEWAY_HOST}:{port}", '
+        "probe: {interval: 0.3, up_after: 1, down_after: 1}}"
+    )
+    with (
+        FakeGateway(GATEWAY_HOST, port) as gateway,
+        CallLab(tmp_path, sip={"t1": T1}, trunks_before=[dark]) as lab,
+    ):
+        assert lab.sbc is not None
+        outcome = lab.run_outbound("call_out_pbx.xml", "call_out_itsp.xml", pbx_args=("-d", "100"))
+        assert_ok(outcome)  # its INVITE 503 fails over: the trunk was up and tried first
+        tried_while_up = gateway.count("INVITE")
+        assert tried_while_up >= 1
+        start = len(lab.sbc.log_lines())
+        gateway.silent = True
+        lab.sbc.wait_for_log(r"event=trunk\.health .*trunk=dark .*state=down", start=start)
+        outcome = lab.run_outbound("call_out_pbx.xml", "call_out_itsp.xml", pbx_args=("-d", "100"))
+        assert_ok(outcome)
+        assert gateway.count("INVITE") == tried_while_up, "a trunk marked down got the call"
+        start = len(lab.sbc.log_lines())
+        gateway.silent = False
+        lab.sbc.wait_for_log(r"event=trunk\.health .*trunk=dark .*state=up", start=start)
+        outcome = lab.run_outbound("call_out_pbx.xml", "call_out_itsp.xml", pbx_args=("-d", "100"))
+        assert_ok(outcome)
+        assert gateway.count("INVITE") > tried_while_up, "the trunk back up was not tried"
+
+
 def test_a_silent_trunk_is_marked_down_by_probes_and_calls_skip_it(tmp_path: Path) -> None:
     # Nothing answers at the first trunk's address: its OPTIONS time out (64*T1), it is
     # marked down, and the next call goes straight to the second trunk, no failover needed.

@@ -18,6 +18,7 @@ class FakeGateway(UdpResponder):
         super().__init__(host, port)
         self.options_status = options_status
         self.register_status = register_status
+        self.silent = False  # True: receive and count, answer nothing (a gateway gone dark)
         self.received: list[str] = []  # methods, in order
         self._lock = threading.Lock()
 
@@ -34,6 +35,8 @@ class FakeGateway(UdpResponder):
             return None
         with self._lock:
             self.received.append(message.method)
+        if self.silent:
+            return None
         status = {"OPTIONS": self.options_status, "REGISTER": self.register_status}.get(
             message.method, 503
         )
