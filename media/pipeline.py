@@ -185,12 +185,17 @@ class StreamPipeline:
         self.srtp[leg] = _transform(self.srtp[leg], media.srtp)
         self.media[leg] = media
         a = self.media[Leg.A]
+        events = {
+            pt for m in self.media.values() for pt in (m.events_in, m.events_out) if pt is not None
+        }
         if media.clock_rate != old.clock_rate or media.codec != old.codec:
             # A new codec or clock: the statistics start over (their units changed).
-            events = {m.events_in for m in self.media.values() if m.events_in is not None}
             self.quality = StreamQuality(
                 a.clock_rate, codec=a.codec, ptime_ms=a.ptime_ms, event_payload_types=events
             )
+        else:
+            self.quality.a.exempt(events)
+            self.quality.b.exempt(events)
         self._rebuild()
 
     def _rebuild(self) -> None:
@@ -263,8 +268,9 @@ class StreamPipeline:
             raise PipelineError(
                 f"leg {leg.value} negotiated no telephone-event: cannot play DTMF to it"
             )
+        schedule = generator.play(digit, duration_ms, now, outbound.position(now))
         self.digits_played += 1
-        return generator.play(digit, duration_ms, now, outbound.position(now))
+        return schedule
 
     def injected(self, leg: Leg, data: bytes) -> bytes | None:
         """A scheduled packet numbered into the stream toward `leg`, encrypted for it."""

@@ -61,6 +61,13 @@ class LegMedia:
         return media
 
     def check(self) -> None:
+        for name in ("clock_rate", "event_rate"):
+            if not isinstance(getattr(self, name), int):
+                raise ValueError(f"leg media: {name} must be an integer")
+        for name in ("events_in", "events_out"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ValueError(f"leg media: {name} must be an integer or null")
         if self.dtmf not in DTMF_MODES:
             raise ValueError(f"leg media: dtmf {self.dtmf!r} is not one of {DTMF_MODES}")
         if self.clock_rate <= 0 or self.event_rate <= 0:

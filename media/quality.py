@@ -439,6 +439,11 @@ class LegQuality:
         self.rtt_last: float | None = None
         self.rtt_max: float | None = None
 
+    def exempt(self, payload_types: Iterable[int]) -> None:
+        """Leave these payload types (telephone-event, dynamic comfort noise) out of jitter
+        from now on: a re-offer may number them differently."""
+        self._exempt = frozenset(payload_types) | {COMFORT_NOISE_PT}
+
     # ------------------------------------------------------------------ RTP (hot path)
 
     def on_rtp(self, data: bytes, now: float) -> None:

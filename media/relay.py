@@ -336,6 +336,16 @@ class MediaRelay:
 
     # ------------------------------------------------------------------ sessions
 
+    # The worker pool's extras, so callers can take either (media.backend.MediaBackend).
+    on_lost: Callable[[list[str], str], None] | None = None  # never called: nothing to lose
+
+    async def start(self) -> None:
+        """Nothing to start: sockets are bound per session."""
+
+    @property
+    def pairs_in_use(self) -> int:
+        return self.pool.in_use
+
     def __contains__(self, key: str) -> bool:
         return key in self._sessions
 

@@ -107,7 +107,14 @@ class SrtpTransform:
 
     def rekey(self, suite: str, inbound_key: bytes, outbound_key: bytes) -> SrtpTransform:
         """A transform for new keys; a direction whose suite and key are unchanged keeps
-        its libsrtp session (rollover counter, replay window). Counters start at 0."""
+        its libsrtp session (rollover counter, replay window). The same keys: this object.
+        Counters carry over: a call's report counts its refusals under every key."""
+        if (suite, inbound_key, outbound_key) == (
+            self.suite,
+            self._inbound_key,
+            self._outbound_key,
+        ):
+            return self
         fresh = SrtpTransform(
             suite, inbound_key, outbound_key, allow_repeat_tx=self._allow_repeat_tx
         )
@@ -115,6 +122,11 @@ class SrtpTransform:
             fresh._rx = self._rx
         if suite == self.suite and outbound_key == self._outbound_key:
             fresh._tx = self._tx
+        fresh.auth_failures = self.auth_failures
+        fresh.replays = self.replays
+        fresh.bad_packets = self.bad_packets
+        fresh.oversized = self.oversized
+        fresh.protect_failures = self.protect_failures
         return fresh
 
     # ---------------------------------------------------------------- per packet

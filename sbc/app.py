@@ -8,6 +8,8 @@ import gc
 import signal
 from collections.abc import Callable, Iterable
 
+from media.backend import MediaBackend
+from media.pool import WorkerPool
 from media.ports import PortPool
 from media.relay import MediaRelay
 from sbc.calls import CallAdapter
@@ -83,7 +85,20 @@ class SignallingService:
             calls=lambda name: self.calls.per_target(name),
         )
         low, high = config.media.port_range
-        self.relay = MediaRelay(PortPool(low, high), timeout=config.media.timeout)
+        self.relay: MediaBackend
+        media = config.media
+        if media.workers > 0:
+            self.relay = WorkerPool(
+                media.port_range,
+                workers=media.workers,
+                policy=media.balancing,
+                weights=media.worker_weights or None,
+                timeout=media.timeout,
+                log_level=config.log.level,
+                log_format=config.log.format,
+            )
+        else:
+            self.relay = MediaRelay(PortPool(low, high), timeout=media.timeout)
         self.calls = CallAdapter(self.transactions, self.relay, self._handle, self._now)
         self.calls.rearm = self._arm_timer
         self.trunks = TrunkService(config, self.router, self.transactions, self._handle)
@@ -92,6 +107,7 @@ class SignallingService:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        await self.relay.start()
         await self.transport.start()
         self.router.set_trunk_addresses(await resolve_trunks(self.config))
         self.trunks.start(self._now())
@@ -150,7 +166,7 @@ class SignallingService:
             "call_transactions": call_transactions,
             "transactions": len(self.transactions),
             "media_sessions": len(self.relay),
-            "media_ports_in_use": self.relay.pool.in_use * 2,
+            "media_ports_in_use": self.relay.pairs_in_use * 2,
         }
 
     def log_stats(self) -> None:

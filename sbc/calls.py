@@ -14,8 +14,9 @@ from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from media.backend import MediaBackend
 from media.plan import LegMedia
-from media.relay import DtmfHeard, MediaRelay, MediaTimeout, SessionStats
+from media.relay import DtmfHeard, MediaTimeout, SessionStats
 from media.session import Leg
 from sbc.b2bua import (
     AllocateMedia,
@@ -72,7 +73,7 @@ class CallAdapter:
     def __init__(
         self,
         transactions: TransactionLayer,
-        relay: MediaRelay,
+        relay: MediaBackend,
         execute: Callable[[Iterable[Action], float], None],
         now: Callable[[], float],
     ) -> None:
@@ -89,6 +90,7 @@ class CallAdapter:
         self._per_target: dict[str, int] = {}  # live calls per trunk/PBX (max_calls, least_calls)
         relay.on_timeout = self._media_timeout
         relay.on_dtmf = self._media_dtmf
+        relay.on_lost = self._media_lost
 
     def __len__(self) -> int:
         return len(self.calls)
@@ -367,6 +369,19 @@ class CallAdapter:
             )
         except Exception as exc:
             log.warning("media.dtmf_dropped", call=key, digit=action.digit, why=str(exc))
+
+    def _media_lost(self, keys: list[str], reason: str) -> None:
+        """A media worker died with these calls' streams: end each call cleanly (BYE both
+        ways, CDR) rather than leave parties listening to nothing."""
+        now = self._now()
+        for key in keys:
+            entry = self.calls.get(key)
+            if entry is None:
+                continue
+            entry.media = False  # the session died with the worker: nothing to close
+            log.warning("media.lost", call=key, reason=reason)
+            self._run(entry, entry.call.hangup("media relay lost", now), now)
+        self._rearm()
 
     def _media_dtmf(self, heard: DtmfHeard) -> None:
         entry = self.calls.get(heard.session)

@@ -323,6 +323,11 @@ class NumberRules:
 class MediaSettings:
     port_range: tuple[int, int] = (20000, 29999)
     timeout: float = 60.0
+    # Relay processes, each with a slice of port_range; 0 relays in the signalling process
+    # (development, tiny installs). 'auto' in the file means one per CPU core.
+    workers: int = 0
+    balancing: str = "least_streams"  # which worker takes a new call
+    worker_weights: tuple[float, ...] = ()  # for balancing: weighted, one per worker
 
 
 @dataclass(frozen=True, slots=True)
@@ -1406,15 +1411,60 @@ def _read_port_range(node: _Node) -> tuple[int, int]:
     return (low, high)
 
 
+_MEDIA_KEYS = ("port_range", "timeout", "workers", "balancing", "worker_weights")
+BALANCING_POLICIES = ("least_streams", "round_robin", "weighted")
+
+
+def _auto_workers() -> int:
+    return max(1, os.cpu_count() or 1)
+
+
+def _read_workers(node: _Node) -> int:
+    if node.value == "auto":
+        return _auto_workers()
+    return node.integer(0, 256)
+
+
+def _read_weights(node: _Node) -> tuple[float, ...]:
+    weights = []
+    for item in node.items():
+        value = item.value
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            item.fail(f"expected a weight of 0 or more, got {value!r}")
+        weights.append(float(value))
+    return tuple(weights)
+
+
 def _read_media(top: _Section) -> MediaSettings:
-    section = _optional_section(top, "media", ("port_range", "timeout"))
+    section = _optional_section(top, "media", _MEDIA_KEYS)
     if section is None:
-        return MediaSettings()
+        return MediaSettings(workers=_auto_workers())
     defaults = MediaSettings()
-    return MediaSettings(
+    settings = MediaSettings(
         port_range=section.get("port_range", _read_port_range, defaults.port_range),
         timeout=section.get("timeout", _Node.positive_number, defaults.timeout),
+        workers=section.get("workers", _read_workers, _auto_workers()),
+        balancing=section.get(
+            "balancing", lambda n: n.choice(BALANCING_POLICIES), defaults.balancing
+        ),
+        worker_weights=section.get("worker_weights", _read_weights, ()),
     )
+    if settings.balancing == "weighted":
+        if len(settings.worker_weights) != settings.workers:
+            section.node("balancing").error(
+                f"weighted needs worker_weights with one weight per worker"
+                f" ({settings.workers}), got {len(settings.worker_weights)}"
+            )
+        elif settings.worker_weights and not any(settings.worker_weights):
+            section.node("worker_weights").error("at least one weight must be above 0")
+    elif settings.worker_weights and section.has("worker_weights"):
+        section.node("worker_weights").error("only used with balancing: weighted")
+    low, high = settings.port_range
+    if settings.workers > 0 and (high - low + 1) // 2 < settings.workers:
+        section.node("workers").error(
+            f"{settings.workers} workers cannot share {(high - low + 1) // 2} port pairs"
+        )
+    return settings
 
 
 def _read_calls(top: _Section) -> CallSettings:

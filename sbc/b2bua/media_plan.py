@@ -38,19 +38,20 @@ def _plan_stream(theirs: MediaSection, ours: MediaSection | None, dtmf: str) -> 
         return None
     codec, clock = _main_codec(theirs, ours)
     # RFC 3264 §6.1: a side sends with the payload numbers of the SDP it received (ours)
-    # and receives with those of its own.
-    sent = event_payload_type(ours) if ours is not None else None
-    own = event_payload_type(theirs)
-    events_in = sent or own
-    events_out = own or sent
+    # and receives with those of its own. Events are in use only when both SDPs list them
+    # (an answer that leaves telephone-event out refuses it), at the agreed codec's clock.
+    own = event_payload_type(theirs, clock)
+    sent = own if ours is None else event_payload_type(ours, clock)
+    if own is None or sent is None:
+        own = sent = None
     return LegMedia(
         media=theirs.media,
         codec=codec,
         clock_rate=clock,
         ptime_ms=_ptime(theirs),
-        events_in=None if events_in is None else events_in[0],
-        events_out=None if events_out is None else events_out[0],
-        event_rate=(events_out or events_in or (0, clock))[1],
+        events_in=None if sent is None else sent[0],
+        events_out=None if own is None else own[0],
+        event_rate=clock if own is None else own[1],
         dtmf=dtmf,
         srtp=None if ours is None else srtp_keys(ours, theirs),
     )

@@ -34,13 +34,15 @@ def main_clock_rate(section: MediaSection) -> int:
     return 8000
 
 
-def event_payload_type(section: MediaSection) -> tuple[int, int] | None:
-    """(payload type, clock rate) of the telephone-event matching the stream's main codec,
-    else the first one offered; None when the section has none."""
+def event_payload_type(section: MediaSection, rate: int | None = None) -> tuple[int, int] | None:
+    """(payload type, clock rate) of the telephone-event at `rate` (default: the section's
+    main codec's; RFC 4733 §2.1: events count in the audio's clock), else the first one
+    listed; None when the section has none."""
     events = telephone_events(section)
     if not events:
         return None
-    rate = main_clock_rate(section)
+    if rate is None:
+        rate = main_clock_rate(section)
     for pt, clock in events.items():
         if clock == rate:
             return pt, clock
@@ -103,9 +105,15 @@ def _add(section: MediaSection, preferred: int, rate: int | None) -> MediaSectio
     rate = rate or main_clock_rate(section)
     media_line = replace(section.media_line, formats=(*section.formats, str(pt)))
     lines = list(section.lines[1:])
-    # After the stream's last rtpmap/fmtp line, so the payload lines stay together.
+    # After the stream's last rtpmap/fmtp line, so the payload lines stay together; never
+    # before its i=/c=/b=/k= lines, which come ahead of every a= line (RFC 8866 §5).
     at = max(
-        (i + 1 for i, line in enumerate(lines) if line.attribute_name in _PER_PAYLOAD), default=0
+        (
+            i + 1
+            for i, line in enumerate(lines)
+            if line.kind != "a" or line.attribute_name in _PER_PAYLOAD
+        ),
+        default=0,
     )
     lines[at:at] = [
         SdpLine.attribute("rtpmap", f"{pt} {TELEPHONE_EVENT}/{rate}"),

@@ -262,3 +262,16 @@ def test_rekey_keeps_the_session_of_each_unchanged_direction() -> None:
         CryptoSuite.AES_CM_128_HMAC_SHA1_32, sbc._inbound_key, sbc._outbound_key
     )
     assert other_suite._tx is not sbc._tx and other_suite._rx is not sbc._rx
+
+
+def test_rekey_with_the_same_keys_is_the_same_transform_and_counts_carry_over() -> None:
+    # A re-offer that changes nothing else (ptime, direction) must not lose the counts an
+    # operator reads at the end of the call (one-way audio from SRTP failures, TRAPS #8).
+    suite = CryptoSuite.AES_CM_128_HMAC_SHA1_80
+    sbc, _ = pair(suite)
+    assert sbc.unprotect_rtp(rtp(1)) is None  # plain bytes never verify
+    assert sbc.auth_failures + sbc.bad_packets == 1
+    assert sbc.rekey(suite, sbc._inbound_key, sbc._outbound_key) is sbc
+    moved = sbc.rekey(suite, generate_key(suite), sbc._outbound_key)
+    assert moved is not sbc
+    assert moved.auth_failures + moved.bad_packets == 1
