@@ -46,7 +46,8 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("kv", "json")
 PAI_MODES = ("pass", "strip")
 REFER_MODES = ("reject", "relay")
-DTMF_MODES = ("rfc4733", "info")  # telephone-event in RTP, or SIP INFO (application/dtmf-relay)
+DTMF_MODES = ("rfc4733", "info")
+SRTP_POLICIES = ("off", "optional", "required")  # SDES-SRTP toward a side (RFC 4568)  # telephone-event in RTP, or SIP INFO (application/dtmf-relay)
 # RFC 4028 §5: a Min-SE below 90 seconds is not allowed.
 MIN_SESSION_INTERVAL = 90
 DEFAULT_NODE = "sbc1"
@@ -187,6 +188,7 @@ class Pbx:
     min_se: int = MIN_SESSION_INTERVAL
     supports_100rel: bool = True
     dtmf: str = "rfc4733"  # how the PBX signals DTMF: 'rfc4733' (RTP) or 'info' (SIP INFO)
+    srtp: str = "off"  # SDES-SRTP toward the PBX: off | optional | required
     auth: PbxAuth | None = None  # digest users; None: trusted_sources only
 
 
@@ -262,6 +264,7 @@ class Trunk:
     min_se: int = MIN_SESSION_INTERVAL
     supports_100rel: bool = True
     dtmf: str = "rfc4733"  # how the carrier signals DTMF: 'rfc4733' (RTP) or 'info' (SIP INFO)
+    srtp: str = "off"  # SDES-SRTP toward the carrier: off | optional | required
     from_domain: str | None = None  # host of From/To toward the trunk; None: see sbc.routing
     credentials: TrunkCredentials | None = None  # None: challenges from it fail the call
     setup_timeout: float = 0  # s without a final answer before trying the next trunk; 0: off
@@ -776,6 +779,7 @@ _LEG_KEYS = (
     "min_se",
     "100rel",
     "dtmf",
+    "srtp",
 )
 _PBX_KEYS = ("name", "interface", "address", "trusted_sources", *_LEG_KEYS, "auth")
 _TRUNK_KEYS = (
@@ -1017,6 +1021,7 @@ def _read_pbxs(
                     min_se=leg.min_se,
                     supports_100rel=leg.supports_100rel,
                     dtmf=leg.dtmf,
+                    srtp=leg.srtp,
                     auth=_read_pbx_auth(section),
                 )
             )
@@ -1125,6 +1130,7 @@ def _read_trunks(
                     min_se=leg.min_se,
                     supports_100rel=leg.supports_100rel,
                     dtmf=leg.dtmf,
+                    srtp=leg.srtp,
                     from_domain=from_domain,
                     credentials=credentials,
                     setup_timeout=setup_timeout,
@@ -1216,6 +1222,7 @@ class _LegSettings:
     min_se: int = MIN_SESSION_INTERVAL
     supports_100rel: bool = True
     dtmf: str = "rfc4733"
+    srtp: str = "off"
 
 
 _PBX_LEG_DEFAULTS = _LegSettings(pai="pass", refer="relay", session_expires=0)
@@ -1243,6 +1250,7 @@ def _read_leg(section: _Section, defaults: _LegSettings) -> _LegSettings:
         min_se=section.get("min_se", lambda n: n.integer(MIN_SESSION_INTERVAL), defaults.min_se),
         supports_100rel=section.get("100rel", _Node.boolean, defaults.supports_100rel),
         dtmf=section.get("dtmf", lambda n: n.choice(DTMF_MODES), defaults.dtmf),
+        srtp=section.get("srtp", lambda n: n.choice(SRTP_POLICIES), defaults.srtp),
     )
     if 0 < leg.session_expires < leg.min_se and section.has("session_expires"):
         # RFC 4028 §4: a Session-Expires below the Min-SE would only earn a 422.

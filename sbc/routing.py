@@ -347,6 +347,7 @@ class Router:
             session_expires=pbx.session_expires,
             min_se=pbx.min_se,
             dtmf=pbx.dtmf,
+            srtp=pbx.srtp,
         )
         user_agent = pbx.user_agent or self.config.sip.user_agent
         local = self._endpoint(pbx.interface, pbx.transport, pbx.address.host, user_agent)
@@ -362,6 +363,7 @@ class Router:
             session_expires=trunk.session_expires,
             min_se=trunk.min_se,
             dtmf=trunk.dtmf,
+            srtp=trunk.srtp,
         )
         user_agent = trunk.user_agent or self.config.sip.user_agent
         local = self._endpoint(trunk.interface, trunk.transport, trunk.proxy.host, user_agent)

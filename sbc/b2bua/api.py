@@ -58,6 +58,9 @@ class LegPolicy:
     # How this side signals DTMF: 'rfc4733' (telephone-event in RTP) or 'info' (SIP INFO,
     # application/dtmf-relay). When the two sides differ, the SBC translates.
     dtmf: str = "rfc4733"
+    # SRTP toward this side (RFC 4568 SDES): 'off' plain RTP, 'optional' offer both and take
+    # what the peer chooses, 'required' SRTP or the call is refused (488).
+    srtp: str = "off"
 
 
 @dataclass(frozen=True, slots=True)

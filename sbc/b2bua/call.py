@@ -60,6 +60,7 @@ from sbc.sdp import (
     SdpError,
     SessionDescription,
 )
+from sbc.sdp.crypto import SrtpPolicy
 from sbc.sip.challenge import ChallengeAnswerer
 from sbc.sip.dialog import (
     Dialog,
@@ -239,6 +240,7 @@ class Call:
                     b.endpoints,
                     _origin(b),
                     dtmf=self._dtmf_toward(b),
+                    srtp=self._srtp_toward(b),
                     codecs=(a.policy.codecs, b.policy.codecs),
                 )
             except SdpError as exc:
@@ -550,6 +552,7 @@ class Call:
                     other.endpoints,
                     _origin(other),
                     dtmf=self._dtmf_toward(other),
+                    srtp=self._srtp_toward(other),
                     codecs=(leg.policy.codecs, other.policy.codecs),
                 )
                 other.oa.local_offer(out)
@@ -635,6 +638,8 @@ class Call:
                     leg.endpoints,
                     _origin(leg),
                     dtmf=self._dtmf_toward(leg),
+                    srtp=self._srtp_toward(leg),
+                    offered=self._offered_to_other(leg),
                     answers=leg.oa.remote_pending,
                 )
                 leg.oa.local_answer(body)
@@ -695,6 +700,8 @@ class Call:
                     b.endpoints,
                     _origin(b),
                     dtmf=self._dtmf_toward(b),
+                    srtp=self._srtp_toward(b),
+                    offered=self._offered_to_other(b),
                     answers=b.oa.remote_pending,
                 )
                 b.oa.local_answer(out)
@@ -886,6 +893,8 @@ class Call:
                     a.endpoints,
                     _origin(a),
                     dtmf=self._dtmf_toward(a),
+                    srtp=self._srtp_toward(a),
+                    offered=self._offered_to_other(a),
                     answers=a.oa.remote_pending,
                 )
             except SdpError:
@@ -940,6 +949,7 @@ class Call:
                     a.endpoints,
                     _origin(a),
                     dtmf=self._dtmf_toward(a),
+                    srtp=self._srtp_toward(a),
                     codecs=(b.policy.codecs, a.policy.codecs),
                 )
                 a.oa.local_offer(out)
@@ -987,6 +997,8 @@ class Call:
                 b.endpoints,
                 _origin(b),
                 dtmf=self._dtmf_toward(b),
+                srtp=self._srtp_toward(b),
+                offered=self._offered_to_other(b),
                 answers=b.oa.remote_pending,
             )
             b.oa.local_answer(out)
@@ -1068,6 +1080,8 @@ class Call:
                         a.endpoints,
                         _origin(a),
                         dtmf=self._dtmf_toward(a),
+                        srtp=self._srtp_toward(a),
+                        offered=self._offered_to_other(a),
                         answers=a.oa.remote_pending,
                     )
                     a.oa.local_answer(body)
@@ -1102,6 +1116,7 @@ class Call:
                     a.endpoints,
                     _origin(a),
                     dtmf=self._dtmf_toward(a),
+                    srtp=self._srtp_toward(a),
                     codecs=(b.policy.codecs, a.policy.codecs),
                 )
                 a.oa.local_offer(out)
@@ -1566,7 +1581,7 @@ class Call:
         if offer is not None:
             try:
                 rejected, b.origin = cross(
-                    offer, (), _origin(b), dtmf=self._dtmf_toward(b)
+                    offer, (), _origin(b), dtmf=self._dtmf_toward(b), srtp=self._srtp_toward(b)
                 )  # no endpoints: all port 0
                 headers.append(("Content-Type", SDP_TYPE))
                 body = bytes(rejected)
@@ -1771,6 +1786,15 @@ class Call:
             self._send(other, other.new_request("INFO", headers, body), "dtmf"),
             LogEvent("call.dtmf_info", (("leg", other.id.value), ("digit", digit)), debug=True),
         ]
+
+    def _srtp_toward(self, leg: Leg) -> tuple[SrtpPolicy, SrtpPolicy]:
+        """(SRTP policy of the side the SDP comes from, of `leg`'s side, which it goes to)."""
+        return SrtpPolicy(self._other(leg).policy.srtp), SrtpPolicy(leg.policy.srtp)
+
+    def _offered_to_other(self, leg: Leg) -> SessionDescription | None:
+        """Our offer on the other leg, which the answer crossing to `leg` answers."""
+        oa = self._other(leg).oa
+        return oa.local_pending or oa.local_current
 
     def _dtmf_toward(self, leg: Leg) -> str:
         """How SDP crossing to `leg` treats telephone-event when the two sides signal DTMF

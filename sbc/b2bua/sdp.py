@@ -5,6 +5,7 @@ of a description wants its media. Pure functions over sbc.sdp."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 from sbc.sdp import (
     OriginState,
@@ -18,6 +19,19 @@ from sbc.sdp import (
     stamp_origin,
     strip_ice,
 )
+from sbc.sdp.crypto import (
+    CryptoAttribute,
+    LocalOffer,
+    Protection,
+    SrtpPolicy,
+    accept_answer,
+    answer_section,
+    decide_offer,
+    offer_section,
+    parse_crypto,
+    strip_crypto,
+)
+from sbc.sdp.model import MediaSection
 from sbc.sdp.telephone_event import with_telephone_event, without_telephone_event
 from sbc.sip.message import Message
 
@@ -56,13 +70,17 @@ def cross(
     codecs: Sequence[Sequence[str]] = (),
     answers: SessionDescription | None = None,
     dtmf: str = "",
+    srtp: tuple[SrtpPolicy, SrtpPolicy] = (SrtpPolicy.OFF, SrtpPolicy.OFF),
+    offered: SessionDescription | None = None,
 ) -> tuple[SessionDescription, OriginState]:
     """`sdp` rewritten for the other leg: only the codecs every list in `codecs` allows (for
     offers), no ICE (the relay is no ICE agent), every address the relay's, s=- and o= of
     that leg. `answers`: the offer this answers on that leg; a direction RFC 3264 §6.1 does
     not allow against it is narrowed (an answer of sendrecv to a sendonly hold, TRAPS #1).
     `dtmf`: 'strip' takes telephone-event out (that leg signals DTMF with INFO), 'add' puts
-    it in (that leg expects RFC 4733, the other side sends INFO), '' leaves it."""
+    it in (that leg expects RFC 4733, the other side sends INFO), '' leaves it.
+    `srtp`: the SRTP policies (source side, that leg): see `secure`; `offered` is our offer
+    on the source leg when `sdp` answers it."""
     out = sdp
     for allowed in codecs:
         out = filter_codecs(out, allowed)
@@ -71,6 +89,7 @@ def cross(
     elif dtmf == "add":
         out = with_telephone_event(out, answering=answers)
     out = strip_ice(out, keep_rtcp_mux=False)
+    out = secure(out, srtp, answers, offered)
     out = point_at_relay(out, _fitted(endpoints, len(out.media)), address=origin.address)
     out = set_session_name(out)
     if answers is not None and len(answers.media) == len(out.media):
@@ -105,3 +124,50 @@ def same_session(previous: SessionDescription | None, sdp: SessionDescription) -
         new.sess_version,
         new.address,
     )
+
+
+def secure(
+    sdp: SessionDescription,
+    policies: tuple[SrtpPolicy, SrtpPolicy],
+    answers: SessionDescription | None,
+    offered: SessionDescription | None,
+) -> SessionDescription:
+    """SDES crossing the B2BUA (RFC 4568; TRAPS #9): no a=crypto goes from one leg to the
+    other. An offer is checked against the source side's policy (SdesError 488 when it
+    cannot be met) and re-offered under the other side's, with fresh keys of ours. An
+    answer is checked against the offer we made its sender (488 when it breaks it) and the
+    answer toward the offerer is built from that offerer's offer and policy."""
+    source, target = policies
+    session = tuple(line for line in sdp.session if not line.is_attribute("crypto"))
+    media: list[MediaSection] = []
+    if answers is None:
+        for section in sdp.media:
+            refused = decide_offer(section, source)
+            if refused.protection is Protection.REJECT:
+                raise refused.error()
+            media.append(offer_section(section, target).section)
+        return replace(sdp, session=session, media=tuple(media))
+    for index, section in enumerate(sdp.media):
+        ours = offered.media[index] if offered is not None and index < len(offered.media) else None
+        if ours is not None:
+            check = accept_answer(LocalOffer(ours, source, _cryptos(ours)), section)
+            if check.protection is Protection.REJECT:
+                raise check.error()
+        if index < len(answers.media):
+            decision = decide_offer(answers.media[index], target)
+            media.append(answer_section(strip_crypto(section), decision))
+        else:
+            media.append(strip_crypto(section))
+    return replace(sdp, session=session, media=tuple(media))
+
+
+def _cryptos(section: MediaSection) -> tuple[CryptoAttribute, ...]:
+    found = []
+    for value in section.attributes("crypto"):
+        if value is None:
+            continue
+        try:
+            found.append(parse_crypto(value))
+        except SdpError:
+            continue
+    return tuple(found)
