@@ -258,6 +258,11 @@ class StreamPipeline:
                 if self._on_digit is not None:
                     self._on_digit(leg, event.char, event.duration_ms)
 
+    @property
+    def on_hold(self) -> bool:
+        """A side's SDP says other than sendrecv: silence may be normal (no music on hold)."""
+        return any(m.direction != "sendrecv" for m in self.media.values())
+
     # ------------------------------------------------------------------ DTMF toward a leg
     def play(self, leg: Leg, digit: str, duration_ms: int, now: float) -> list[Scheduled]:
         """The telephone-event packets (with send times, monotonic clock) that play `digit`

@@ -39,6 +39,7 @@ class LegMedia:
     event_rate: int = 8000
     dtmf: str = "rfc4733"  # how this side signals DTMF: 'rfc4733' or 'info'
     srtp: SrtpKeys | None = None
+    direction: str = "sendrecv"  # a=sendrecv/sendonly/recvonly/inactive of this side's SDP
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

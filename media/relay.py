@@ -314,6 +314,7 @@ class MediaRelay:
         pool: PortPool,
         *,
         timeout: float | None = 60.0,
+        hold_timeout: float | None = 3600.0,
         on_timeout: Callable[[MediaTimeout], None] | None = None,
         on_dtmf: Callable[[DtmfHeard], None] | None = None,
         strict_source: bool = True,
@@ -326,6 +327,9 @@ class MediaRelay:
             raise ValueError(f"media check interval must be positive, not {check_interval}")
         self.pool = pool
         self.timeout = timeout
+        # Streams on hold (a side's SDP says other than sendrecv) may carry nothing for a
+        # long time: music on hold is optional. They get this limit instead (None: none).
+        self.hold_timeout = hold_timeout
         self.on_timeout = on_timeout
         self.on_dtmf = on_dtmf
         self.strict_source = strict_source
@@ -633,11 +637,14 @@ class MediaRelay:
                 deadline = pipeline.next_deadline()
                 if deadline is not None and deadline <= clock:
                     pipeline.on_timer(clock)  # digits whose end packets were all lost
-            if self.timeout is None:
-                continue
-            idle = session.media.check_idle(session.activity(), now, self.timeout)
+            on_hold = frozenset(i for i, p in session.pipelines.items() if p.on_hold)
+            idle = session.media.check_idle(
+                session.activity(), now, self.timeout, self.hold_timeout, on_hold
+            )
             if idle:
-                reports.append(MediaTimeout(key, idle, self.timeout))
+                held = [i for i in idle if i in on_hold]
+                limit = self.hold_timeout if held and self.hold_timeout else self.timeout
+                reports.append(MediaTimeout(key, idle, limit or 0.0))
         if self.on_timeout is not None:
             for report in reports:
                 self.on_timeout(report)

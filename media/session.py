@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from enum import Enum
 
@@ -284,19 +284,30 @@ class MediaSession:
 
     # ------------------------------------------------------------------ no-media timeout
 
-    def check_idle(self, counts: Mapping[int, int], now: float, timeout: float) -> tuple[int, ...]:
-        """Streams that went quiet for `timeout` seconds, each reported once until media
-        moves again. `counts[index]` is a counter the data path raises with every packet
-        accepted on the stream (both legs, RTP and RTCP); an unchanged count means silence,
-        so the per-packet path never reads a clock."""
+    def check_idle(
+        self,
+        counts: Mapping[int, int],
+        now: float,
+        timeout: float | None,
+        hold_timeout: float | None = None,
+        on_hold: Collection[int] = (),
+    ) -> tuple[int, ...]:
+        """Streams that went quiet for `timeout` seconds (`hold_timeout` for the streams in
+        `on_hold`; None: no limit), each reported once until media moves again.
+        `counts[index]` is a counter the data path raises with every packet accepted on the
+        stream (both legs, RTP and RTCP); an unchanged count means silence, so the
+        per-packet path never reads a clock."""
         idle: list[int] = []
         for stream in self._active():
             count = counts.get(stream.index, stream.last_count)
+            limit = hold_timeout if stream.index in on_hold else timeout
             if count != stream.last_count:
                 stream.last_count = count
                 stream.last_active = now
                 stream.idle_reported = False
-            elif not stream.idle_reported and now - stream.last_active >= timeout:
+            elif limit is None:
+                continue
+            elif not stream.idle_reported and now - stream.last_active >= limit:
                 stream.idle_reported = True
                 idle.append(stream.index)
         return tuple(idle)

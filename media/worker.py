@@ -58,6 +58,7 @@ class WorkerSettings:
     ports: tuple[int, int]  # this worker's slice of media.port_range, both ends included
     index: int = 0
     timeout: float | None = 60.0  # no-media timeout; None: never
+    hold_timeout: float | None = 3600.0  # the same for streams on hold; None: never
     strict_source: bool = True
     check_interval: float = DEFAULT_CHECK_INTERVAL
     heartbeat: float = 1.0  # seconds between health events
@@ -69,6 +70,7 @@ class WorkerSettings:
             f"--ports={self.ports[0]}-{self.ports[1]}",
             f"--index={self.index}",
             f"--timeout={'off' if self.timeout is None else self.timeout}",
+            f"--hold-timeout={'off' if self.hold_timeout is None else self.hold_timeout}",
             f"--check-interval={self.check_interval}",
             f"--heartbeat={self.heartbeat}",
             f"--stats-interval={self.stats_interval}",
@@ -375,6 +377,7 @@ async def serve(settings: WorkerSettings, read_fd: int = 0, write_fd: int = 1) -
     relay = MediaRelay(
         PortPool(*settings.ports),
         timeout=settings.timeout,
+        hold_timeout=settings.hold_timeout,
         strict_source=settings.strict_source,
         check_interval=settings.check_interval,
     )
@@ -428,6 +431,9 @@ def parse_arguments(argv: Sequence[str] | None) -> tuple[WorkerSettings, str, st
     parser.add_argument("--ports", required=True, type=_port_range, help="LOW-HIGH")
     parser.add_argument("--index", type=int, default=0)
     parser.add_argument("--timeout", type=_seconds_or_off, default=60.0, help="seconds or off")
+    parser.add_argument(
+        "--hold-timeout", type=_seconds_or_off, default=3600.0, help="seconds or off"
+    )
     parser.add_argument("--check-interval", type=float, default=DEFAULT_CHECK_INTERVAL)
     parser.add_argument("--heartbeat", type=float, default=1.0)
     parser.add_argument("--stats-interval", type=float, default=5.0)
@@ -439,6 +445,7 @@ def parse_arguments(argv: Sequence[str] | None) -> tuple[WorkerSettings, str, st
         ports=args.ports,
         index=args.index,
         timeout=args.timeout,
+        hold_timeout=args.hold_timeout,
         strict_source=not args.loose_source,
         check_interval=args.check_interval,
         heartbeat=args.heartbeat,

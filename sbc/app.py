@@ -94,11 +94,18 @@ class SignallingService:
                 policy=media.balancing,
                 weights=media.worker_weights or None,
                 timeout=media.timeout,
+                hold_timeout=media.hold_timeout or None,
+                strict_source=media.strict_source,
                 log_level=config.log.level,
                 log_format=config.log.format,
             )
         else:
-            self.relay = MediaRelay(PortPool(low, high), timeout=media.timeout)
+            self.relay = MediaRelay(
+                PortPool(low, high),
+                timeout=media.timeout,
+                hold_timeout=media.hold_timeout or None,
+                strict_source=media.strict_source,
+            )
         self.calls = CallAdapter(self.transactions, self.relay, self._handle, self._now)
         self.calls.rearm = self._arm_timer
         self.trunks = TrunkService(config, self.router, self.transactions, self._handle)

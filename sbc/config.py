@@ -326,6 +326,12 @@ class NumberRules:
 class MediaSettings:
     port_range: tuple[int, int] = (20000, 29999)
     timeout: float = 60.0
+    # The no-media limit for streams on hold (a side sent sendonly/recvonly/inactive): many
+    # PBXs play no music on hold. 0: no limit (session timers still end dead calls).
+    hold_timeout: float = 3600.0
+    # Once latched, drop packets from any other source (TRAPS #8); false follows a source
+    # that moves without a re-INVITE (some NATs rebind mid-call).
+    strict_source: bool = True
     # Relay processes, each with a slice of port_range; 0 relays in the signalling process
     # (development, tiny installs). 'auto' in the file means one per CPU core.
     workers: int = 0
@@ -1419,7 +1425,22 @@ def _read_port_range(node: _Node) -> tuple[int, int]:
     return (low, high)
 
 
-_MEDIA_KEYS = ("port_range", "timeout", "workers", "balancing", "worker_weights")
+_MEDIA_KEYS = (
+    "port_range",
+    "timeout",
+    "hold_timeout",
+    "strict_source",
+    "workers",
+    "balancing",
+    "worker_weights",
+)
+
+
+def _non_negative_seconds(node: _Node) -> float:
+    value = node.value
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        node.fail(f"expected seconds (0 for no limit), got {value!r}")
+    return float(value)
 BALANCING_POLICIES = ("least_streams", "round_robin", "weighted")
 
 
@@ -1451,6 +1472,8 @@ def _read_media(top: _Section) -> MediaSettings:
     settings = MediaSettings(
         port_range=section.get("port_range", _read_port_range, defaults.port_range),
         timeout=section.get("timeout", _Node.positive_number, defaults.timeout),
+        hold_timeout=section.get("hold_timeout", _non_negative_seconds, defaults.hold_timeout),
+        strict_source=section.get("strict_source", _Node.boolean, defaults.strict_source),
         workers=section.get("workers", _read_workers, _auto_workers()),
         balancing=section.get(
             "balancing", lambda n: n.choice(BALANCING_POLICIES), defaults.balancing

@@ -27,11 +27,14 @@ def plan_leg(
     plans: list[LegMedia | None] = []
     for index, section in enumerate(theirs.media):
         mine = ours.media[index] if ours is not None and index < len(ours.media) else None
-        plans.append(_plan_stream(section, mine, dtmf))
+        direction = str(theirs.media_direction(index))
+        plans.append(_plan_stream(section, mine, dtmf, direction))
     return tuple(plans)
 
 
-def _plan_stream(theirs: MediaSection, ours: MediaSection | None, dtmf: str) -> LegMedia | None:
+def _plan_stream(
+    theirs: MediaSection, ours: MediaSection | None, dtmf: str, direction: str
+) -> LegMedia | None:
     if theirs.is_rejected or not theirs.is_rtp:
         return None
     if ours is not None and ours.is_rejected:
@@ -54,6 +57,7 @@ def _plan_stream(theirs: MediaSection, ours: MediaSection | None, dtmf: str) -> 
         event_rate=clock if own is None else own[1],
         dtmf=dtmf,
         srtp=None if ours is None else srtp_keys(ours, theirs),
+        direction=direction,
     )
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from media.plan import LegMedia
 from media.ports import PortPair, PortPool, PortsExhausted
 from media.relay import MediaRelay, MediaRelayError, MediaTimeout
 from media.rtp import build_rtcp_bye, build_rtp, parse_rtcp, parse_rtp
@@ -331,6 +332,32 @@ def test_idle_streams_are_reported_through_the_callback(run: Runner) -> None:
         assert sent_at.is_set()
         second_at, second = await asyncio.wait_for(reports.get(), 3)
         assert second.streams == (0,) and second_at - opened >= 1.5 * timeout - 0.005
+        await relay.close()
+
+    run(scenario)
+
+
+def test_a_stream_on_hold_is_not_timed_out_by_the_plain_limit(run: Runner) -> None:
+    # Hold with no music: silence on stream 0 (on hold) is fine for hold_timeout, while
+    # silent stream 1 (not on hold) times out after the plain limit.
+    timeout = 0.2
+
+    async def scenario() -> None:
+        reports: asyncio.Queue[MediaTimeout] = asyncio.Queue()
+        relay = MediaRelay(
+            fresh_pool(),
+            timeout=timeout,
+            hold_timeout=30 * timeout,
+            check_interval=0.02,
+            on_timeout=reports.put_nowait,
+        )
+        await relay.open_session(KEY, 2, PBX_HOST, TRUNK_HOST)
+        relay.configure(KEY, 0, Leg.A, LegMedia(direction="sendonly"))
+        first = await asyncio.wait_for(reports.get(), 3)
+        assert first.streams == (1,) and first.timeout == timeout
+        # Nothing to await for an absence: watch five plain limits pass without a report.
+        await asyncio.sleep(5 * timeout)
+        assert reports.empty(), reports.get_nowait()
         await relay.close()
 
     run(scenario)

@@ -187,6 +187,19 @@ def test_idle_streams_are_reported_once_after_the_timeout_and_rearmed_by_media()
     assert session.check_idle({0: 10, 1: 3}, now=116.0, timeout=5.0) == (1,)
 
 
+def test_streams_on_hold_get_the_hold_limit_and_none_means_never() -> None:
+    session, _ = make()
+    session.allocate(2, now=100.0)
+    # Stream 1 is on hold: a side said sendonly/inactive and may send nothing for long.
+    assert session.check_idle({}, now=105.0, timeout=5.0, hold_timeout=50.0, on_hold={1}) == (0,)
+    assert session.check_idle({}, now=149.0, timeout=5.0, hold_timeout=50.0, on_hold={1}) == ()
+    assert session.check_idle({}, now=150.0, timeout=5.0, hold_timeout=50.0, on_hold={1}) == (1,)
+    other, _ = make()
+    other.allocate(1, now=100.0)
+    assert other.check_idle({}, now=10_000.0, timeout=5.0, hold_timeout=None, on_hold={0}) == ()
+    assert other.check_idle({}, now=10_000.0, timeout=None) == ()
+
+
 def test_disabled_streams_are_never_reported_idle() -> None:
     session, _ = make()
     session.allocate(2, now=0.0)
