@@ -40,6 +40,7 @@ class LegMedia:
     dtmf: str = "rfc4733"  # how this side signals DTMF: 'rfc4733' or 'info'
     srtp: SrtpKeys | None = None
     direction: str = "sendrecv"  # a=sendrecv/sendonly/recvonly/inactive of this side's SDP
+    rtcp_mux: bool = False  # RTCP shares the RTP port with this side (RFC 5761, both agreed)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

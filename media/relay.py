@@ -128,6 +128,9 @@ class _Endpoint(asyncio.DatagramProtocol):
         "send_errors",
         "refused",
         "proc",
+        "mux",
+        "rtcp_proc",
+        "rtcp_peer",
         "session",
         "stream",
         "leg",
@@ -160,6 +163,11 @@ class _Endpoint(asyncio.DatagramProtocol):
         self.refused = 0
         # The stream's processing for packets from this leg (SRTP, statistics, DTMF).
         self.proc: Callable[[bytes], bytes | None] | None = None
+        # RFC 5761 on this leg (RTP sockets only): RTCP arrives here too, is processed by
+        # `rtcp_proc` and leaves through `rtcp_peer` (the other leg's RTCP or muxed RTP).
+        self.mux = False
+        self.rtcp_proc: Callable[[bytes], bytes | None] | None = None
+        self.rtcp_peer: _Endpoint = self
         self.session = session
         self.stream = stream
         self.leg = leg
@@ -178,9 +186,9 @@ class _Endpoint(asyncio.DatagramProtocol):
         # Break the cycles (peer <-> peer, transport <-> protocol): the socket's objects are
         # then freed by reference counting as the session goes, instead of piling up for
         # the cyclic collector, whose pauses delay SIP (measured: 200-400 ms at 500 calls/s).
-        self.peer = _NOWHERE
+        self.peer = self.rtcp_peer = _NOWHERE
         self.transport = _UNBOUND
-        self.proc = None
+        self.proc = self.rtcp_proc = None
 
     def error_received(self, exc: Exception) -> None:
         # Linux reports an ICMP port-unreachable for an earlier sendto here; the far end
@@ -197,12 +205,32 @@ class _Endpoint(asyncio.DatagramProtocol):
                 self._latch(addr)  # not strict: follow the new source
         elif not self._first_packet(addr):
             return
+        if self.mux and len(data) > 1 and 191 < data[1] < 224:  # RFC 5761 §4: RTCP
+            self._muxed_rtcp(data)
+            return
         peer = self.peer
         destination = peer.remote
         if destination is None:
             self.dropped_no_remote += 1
             return
         proc = self.proc
+        if proc is not None:
+            out = proc(data)
+            if out is None:
+                self.refused += 1
+                return
+            data = out
+        self.packets += 1
+        self.bytes += len(data)
+        peer.transport.sendto(data, destination)
+
+    def _muxed_rtcp(self, data: bytes) -> None:
+        peer = self.rtcp_peer
+        destination = peer.remote
+        if destination is None:
+            self.dropped_no_remote += 1
+            return
+        proc = self.rtcp_proc
         if proc is not None:
             out = proc(data)
             if out is None:
@@ -269,7 +297,9 @@ _NOWHERE = _Endpoint.__new__(_Endpoint)
 _NOWHERE.remote = None
 _NOWHERE.transport = _UNBOUND
 _NOWHERE.peer = _NOWHERE
-_NOWHERE.proc = None
+_NOWHERE.proc = _NOWHERE.rtcp_proc = None
+_NOWHERE.mux = False
+_NOWHERE.rtcp_peer = _NOWHERE
 
 
 @dataclass(slots=True)
@@ -413,6 +443,21 @@ class MediaRelay:
             pipeline.configure(leg, media)
         except PipelineError as exc:
             raise MediaRelayError(f"media session {key} stream {stream}: {exc}") from None
+        self._wire_rtcp(self._get(key), stream, pipeline)
+
+    @staticmethod
+    def _wire_rtcp(session: _Session, stream: int, pipeline: StreamPipeline) -> None:
+        """Where each leg's RTCP goes: a leg that agreed to rtcp-mux (RFC 5761) sends and
+        takes it on its RTP port; the other leg is not concerned."""
+        a, b = session.legs.get((stream, Leg.A)), session.legs.get((stream, Leg.B))
+        if a is None or b is None:
+            return
+        for here, there, leg in ((a, b, Leg.A), (b, a, Leg.B)):
+            target = there.rtp if pipeline.media[leg.other].rtcp_mux else there.rtcp
+            here.rtp.mux = pipeline.media[leg].rtcp_mux
+            here.rtp.rtcp_proc = pipeline.rtcp[leg]
+            here.rtp.rtcp_peer = target
+            here.rtcp.peer = target
 
     def play_dtmf(self, key: str, stream: int, leg: Leg, digit: str, duration_ms: int) -> None:
         """Play `digit` as RFC 4733 events toward `leg` (its peer expects them in RTP; the

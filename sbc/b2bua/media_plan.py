@@ -58,6 +58,7 @@ def _plan_stream(
         dtmf=dtmf,
         srtp=None if ours is None else srtp_keys(ours, theirs),
         direction=direction,
+        rtcp_mux=ours is not None and ours.rtcp_mux and theirs.rtcp_mux,
     )
 
 

@@ -31,7 +31,7 @@ from sbc.sdp.crypto import (
     parse_crypto,
     strip_crypto,
 )
-from sbc.sdp.model import MediaSection
+from sbc.sdp.model import MediaSection, SdpLine
 from sbc.sdp.telephone_event import with_telephone_event, without_telephone_event
 from sbc.sip.message import Message
 
@@ -90,6 +90,7 @@ def cross(
         out = with_telephone_event(out, answering=answers)
     out = strip_ice(out, keep_rtcp_mux=False)
     out = secure(out, srtp, answers, offered)
+    out = _rtcp_mux(out, sdp, answers)
     out = point_at_relay(out, _fitted(endpoints, len(out.media)), address=origin.address)
     out = set_session_name(out)
     if answers is not None and len(answers.media) == len(out.media):
@@ -171,3 +172,34 @@ def _cryptos(section: MediaSection) -> tuple[CryptoAttribute, ...]:
         except SdpError:
             continue
     return tuple(found)
+
+
+def _rtcp_mux(
+    out: SessionDescription, source: SessionDescription, answers: SessionDescription | None
+) -> SessionDescription:
+    """RFC 5761 per leg (the relay muxes any leg that agrees, independently of the other):
+    an offer asks the other leg for a=rtcp-mux when its sender asked us (never
+    rtcp-mux-only, RFC 8858: we can do either there); an answer grants it to the offerer
+    whenever the offerer asked, whatever the far side answered, and then names no
+    separate RTCP port."""
+    media: list[MediaSection] = []
+    for index, section in enumerate(out.media):
+        if section.is_rejected or not section.is_rtp:
+            media.append(section)
+            continue
+        if answers is None:
+            asked = index < len(source.media) and _asks_mux(source.media[index])
+        else:
+            asked = index < len(answers.media) and _asks_mux(answers.media[index])
+        if not asked:
+            media.append(section)
+            continue
+        lines = [
+            line for line in section.lines[1:] if answers is None or not line.is_attribute("rtcp")
+        ]
+        media.append(MediaSection((section.lines[0], *lines, SdpLine.attribute("rtcp-mux"))))
+    return replace(out, media=tuple(media))
+
+
+def _asks_mux(section: MediaSection) -> bool:
+    return section.has_attribute("rtcp-mux") or section.has_attribute("rtcp-mux-only")

@@ -299,6 +299,33 @@ def test_rtcp_is_relayed_between_the_rtcp_ports(run: Runner) -> None:
     run(scenario)
 
 
+def test_rtcp_mux_leg_sends_and_takes_rtcp_on_its_rtp_port_rfc5761(run: Runner) -> None:
+    # The PBX agreed to rtcp-mux, the carrier did not: RTCP from the PBX's RTP socket reaches
+    # the carrier's RTCP port, and the carrier's RTCP comes back to the PBX's RTP port;
+    # RTP still flows between the RTP ports.
+    async def scenario() -> None:
+        relay, sbc_a, sbc_b = await open_relay()
+        pbx = await Peer.bind(PBX_HOST)
+        itsp_rtp, itsp_rtcp = await bind_pair(TRUNK_HOST)
+        relay.set_remote(KEY, 0, Leg.A, pbx.addr)
+        relay.set_remote(KEY, 0, Leg.B, itsp_rtp.addr)
+        relay.configure(KEY, 0, Leg.A, LegMedia(rtcp_mux=True))
+        sbc_b_rtcp = (sbc_b[0], sbc_b[1] + 1)
+        pbx.send(build_rtcp_bye(0xAAAA), sbc_a)
+        data, source = await itsp_rtcp.recv()
+        assert source == sbc_b_rtcp and parse_rtcp(data).ssrc == 0xAAAA
+        itsp_rtcp.send(build_rtcp_bye(0xBBBB), sbc_b_rtcp)
+        data, source = await pbx.recv()
+        assert source == sbc_a and parse_rtcp(data).ssrc == 0xBBBB
+        pbx.send(packet(7), sbc_a)
+        data, source = await itsp_rtp.recv()
+        assert source == sbc_b and parse_rtp(data).sequence == 7
+        assert itsp_rtcp.queue.empty() and pbx.queue.empty()
+        await relay.close()
+
+    run(scenario)
+
+
 def test_idle_streams_are_reported_through_the_callback(run: Runner) -> None:
     timeout = 0.3
 
