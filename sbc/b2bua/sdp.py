@@ -89,6 +89,7 @@ def cross(
     elif dtmf == "add":
         out = with_telephone_event(out, answering=answers)
     out = strip_ice(out, keep_rtcp_mux=False)
+    out = _unbundled(out)
     out = secure(out, srtp, answers, offered)
     out = _rtcp_mux(out, sdp, answers)
     out = point_at_relay(out, _fitted(endpoints, len(out.media)), address=origin.address)
@@ -203,3 +204,33 @@ def _rtcp_mux(
 
 def _asks_mux(section: MediaSection) -> bool:
     return section.has_attribute("rtcp-mux") or section.has_attribute("rtcp-mux-only")
+
+
+def _unbundled(sdp: SessionDescription) -> SessionDescription:
+    """No BUNDLE (RFC 9143) across the relay: every m-line has ports of its own on each leg,
+    so a=group:BUNDLE would tell the far side to send everything to the first stream's
+    port. The grouping, a=bundle-only, and the a=mid tags it pairs with are removed."""
+    groups = [v for v in sdp.attributes("group") if v and v.split()[0].upper() == "BUNDLE"]
+    if not groups and not any(m.has_attribute("bundle-only") for m in sdp.media):
+        return sdp
+    session = tuple(
+        line
+        for line in sdp.session
+        if not (
+            line.is_attribute("group") and (line.attribute_value or "").upper().startswith("BUNDLE")
+        )
+    )
+    media = tuple(
+        MediaSection(
+            (
+                section.lines[0],
+                *(
+                    line
+                    for line in section.lines[1:]
+                    if not line.is_attribute("bundle-only") and not line.is_attribute("mid")
+                ),
+            )
+        )
+        for section in sdp.media
+    )
+    return replace(sdp, session=session, media=media)

@@ -53,3 +53,19 @@ def test_no_mux_asked_none_offered_none_granted() -> None:
     out = h.answered(body=with_mux(itsp_sdp()))  # an answer may not add it: not granted
     ok = one(responses(out, A, 200)).response
     assert attributes(ok, "rtcp-mux") == 0
+
+
+def test_bundle_is_not_carried_across_the_relay_rfc9143() -> None:
+    # Each m-line gets its own relay ports: a BUNDLE group would send all media to one.
+    offer = (
+        sdp(streams=2)
+        .replace(b"t=0 0\r\n", b"t=0 0\r\na=group:BUNDLE 0 1\r\n")
+        .replace(b"a=sendrecv\r\n", b"a=mid:0\r\na=sendrecv\r\n", 1)
+    )
+    h = Harness(invite_body=offer)
+    h.start()
+    invite = h.b_invite().request
+    text = (invite.body or b"").decode()
+    assert "BUNDLE" not in text and "a=mid" not in text
+    ports = [m.port for m in body_sdp(invite).media]
+    assert len(set(ports)) == 2
