@@ -318,7 +318,7 @@ def test_concurrent_calls_spread_evenly_over_two_workers(tmp_path: Path) -> None
     hold_ms = 10_000  # every call is up together for several seconds, even on a busy box
     # Each call holds two port pairs (one per leg): 4 ports, 400 per worker at the peak.
     media = {"workers": 2, "port_range": _random_port_range(2000)}
-    with CallLab(tmp_path, sip={"t1": 0.5}, media=media, recv_timeout=25.0) as lab:
+    with CallLab(tmp_path, media=media, recv_timeout=25.0) as lab:
         sbc = lab.sbc
         assert sbc is not None
         workers = wait_for_workers(sbc, 2)
