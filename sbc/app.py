@@ -180,6 +180,18 @@ class SignallingService:
         log.info("sbc.stats", **self.stats())
         for name, state in self.trunks.states().items():
             log.info("sbc.trunk_state", trunk=name, state=state)
+        if isinstance(self.relay, WorkerPool):
+            for worker in self.relay.workers:
+                log.info(
+                    "sbc.media_worker",
+                    worker=worker.index,
+                    pid=worker.pid,
+                    alive=worker.alive,
+                    sessions=worker.sessions,
+                    streams=worker.streams,
+                    restarts=worker.restarts,
+                    ports=f"{worker.ports[0]}-{worker.ports[1]}",
+                )
 
     @property
     def listener_names(self) -> list[str]:

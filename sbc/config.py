@@ -1244,6 +1244,15 @@ _LEG_OWNED_HEADERS = frozenset(
 )
 
 
+def _read_srtp(node: _Node) -> str:
+    # YAML 1.1 reads a bare `off` as false: take it for what the user wrote.
+    if node.value is False:
+        return "off"
+    if node.value is True:
+        node.fail("write optional or required (true is ambiguous)")
+    return node.choice(SRTP_POLICIES)
+
+
 def _read_leg(section: _Section, defaults: _LegSettings) -> _LegSettings:
     leg = _LegSettings(
         headers=section.get("headers", _read_header_names, defaults.headers),
@@ -1256,7 +1265,7 @@ def _read_leg(section: _Section, defaults: _LegSettings) -> _LegSettings:
         min_se=section.get("min_se", lambda n: n.integer(MIN_SESSION_INTERVAL), defaults.min_se),
         supports_100rel=section.get("100rel", _Node.boolean, defaults.supports_100rel),
         dtmf=section.get("dtmf", lambda n: n.choice(DTMF_MODES), defaults.dtmf),
-        srtp=section.get("srtp", lambda n: n.choice(SRTP_POLICIES), defaults.srtp),
+        srtp=section.get("srtp", _read_srtp, defaults.srtp),
     )
     if 0 < leg.session_expires < leg.min_se and section.has("session_expires"):
         # RFC 4028 §4: a Session-Expires below the Min-SE would only earn a 422.

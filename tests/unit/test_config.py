@@ -873,3 +873,61 @@ def test_shipped_files_spell_out_the_leg_settings() -> None:
     assert tls.from_domain == udp.from_domain == "sip.itsp.example.net"
     assert tls.pai == "strip" and tls.refer == "reject"
     assert production.calls.no_answer_timeout == 120.0
+
+
+# ----------------------------------------------------------------------------- media plane
+
+
+def test_dtmf_and_srtp_per_side_with_yaml_off_read_as_off() -> None:
+    text = edited(
+        "    codecs: [PCMU, PCMA, telephone-event]\n",
+        "    codecs: [PCMU, PCMA, telephone-event]\n    dtmf: info\n    srtp: required\n",
+    ).replace(
+        "    trusted_sources: [127.0.0.1/32]\n",
+        "    trusted_sources: [127.0.0.1/32]\n    srtp: off\n",
+    )
+    config = parse_config(text, FILE)
+    trunk, pbx = config.trunk("itsp-a"), config.pbx("main")
+    assert (trunk.dtmf, trunk.srtp) == ("info", "required")
+    assert (pbx.dtmf, pbx.srtp) == ("rfc4733", "off")  # YAML 1.1 reads `off` as false
+
+
+def test_bad_dtmf_and_srtp_values_name_file_line_and_key() -> None:
+    text = edited(
+        "    codecs: [PCMU, PCMA, telephone-event]\n",
+        "    codecs: [PCMU, PCMA, telephone-event]\n    dtmf: inband\n    srtp: yes\n",
+    )
+    message = config_error(text)
+    assert f"{FILE}:{line_of(text, 'dtmf: inband')}: trunks[0].dtmf:" in message
+    assert "'inband' is not one of rfc4733, info" in message
+    assert f"{FILE}:{line_of(text, 'srtp: yes')}: trunks[0].srtp:" in message
+
+
+def test_media_workers_balancing_and_hold_timeout() -> None:
+    text = edited(
+        "media: {port_range: [20000, 29999], timeout: 60}",
+        "media: {port_range: [20000, 29999], timeout: 60, hold_timeout: 0, workers: 3,"
+        " balancing: weighted, worker_weights: [2, 1, 0], strict_source: false}",
+    )
+    media = parse_config(text, FILE).media
+    assert (media.workers, media.balancing, media.worker_weights) == (
+        3,
+        "weighted",
+        (2.0, 1.0, 0.0),
+    )
+    assert media.hold_timeout == 0 and media.strict_source is False
+    auto = parse_config(BASE, FILE).media
+    assert auto.workers >= 1  # absent: one per core
+
+
+def test_weighted_balancing_needs_one_weight_per_worker() -> None:
+    text = edited(
+        "media: {port_range: [20000, 29999], timeout: 60}",
+        "media: {port_range: [20000, 29999], timeout: 60, workers: 2, balancing: weighted,"
+        " worker_weights: [1]}",
+    )
+    message = config_error(text)
+    assert (
+        "media.balancing: weighted needs worker_weights with one weight per worker (2), got 1"
+        in message
+    )
