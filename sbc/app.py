@@ -114,6 +114,7 @@ class SignallingService:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._warn_sdes_in_clear()
         await self.relay.start()
         await self.transport.start()
         self.router.set_trunk_addresses(await resolve_trunks(self.config))
@@ -121,6 +122,22 @@ class SignallingService:
         if any(not is_literal(trunk.proxy.host) for trunk in self.config.trunks):
             self._dns_task = asyncio.ensure_future(self._refresh_dns())
         self._arm_timer()
+
+    def _warn_sdes_in_clear(self) -> None:
+        """SDES (RFC 4568 §8) puts the SRTP keys in the SDP: only TLS keeps them secret.
+        Allowed (many carriers do it), but said once at start so nobody mistakes it for
+        end-to-end protection."""
+        sides = [("pbx", p.name, p.transport, p.srtp) for p in self.config.pbxs]
+        sides += [("trunk", t.name, t.transport, t.srtp) for t in self.config.trunks]
+        for kind, name, transport, srtp in sides:
+            if srtp != "off" and transport != "tls":
+                log.warning(
+                    "config.srtp_keys_in_clear",
+                    side=kind,
+                    name=name,
+                    transport=transport,
+                    why="SDES keys travel in the SDP; use transport tls to protect them",
+                )
 
     async def _refresh_dns(self) -> None:
         """Resolve trunk names again now and then: a carrier that moves a gateway is followed

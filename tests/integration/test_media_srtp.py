@@ -115,3 +115,5 @@ def test_srtp_carrier_leg_and_plain_pbx_leg_carry_intact_payloads_both_ways(
         line = lab.sbc.wait_for_log(r"event=media\.quality .*source=b ")
     assert outcome.ok, outcome.describe()
     assert "srtp_auth_failures=0" in line, line
+    # SDES over UDP: allowed, and said once at start (the keys are in the clear SDP).
+    assert "event=config.srtp_keys_in_clear side=trunk name=itsp" in lab.log_text()
