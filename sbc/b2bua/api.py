@@ -106,6 +106,7 @@ class CallSetup:
     a_policy: LegPolicy
     targets: tuple[Target, ...]  # tried in order: the next one when one fails (TRAPS #11)
     no_answer_timeout: float = 180.0  # seconds from INVITE to final answer before CANCEL+408
+    max_duration: float | None = None  # seconds from answer to BYE on both legs (toll fraud)
 
 
 # ----- inputs: the adapter calls these methods on a Call ------------------------------------

@@ -1377,6 +1377,9 @@ class Call:
             times.append(self._give_up_at)
         if self._setup_at is not None and self.phase is Phase.SETUP:
             times.append(self._setup_at)
+        limit = self._duration_limit()
+        if limit is not None:
+            times.append(limit)
         for leg in (self.a, self.b):
             for retransmitter in (leg.two_xx, leg.reliable):
                 if retransmitter is not None:
@@ -1413,6 +1416,13 @@ class Call:
             self._no_answer_at = None
             actions.append(LogEvent("call.no_answer", ()))
             return actions + self._abandon(now, 408, "Request Timeout", "sbc", "no answer")
+        limit = self._duration_limit()
+        if limit is not None and now >= limit:
+            actions.append(
+                LogEvent("call.max_duration", (("limit", f"{self.setup.max_duration:g}"),))
+            )
+            hdr = reason_header("SIP", 503, "Maximum call duration")
+            return actions + self._teardown(now, "sbc", hdr)
         for leg in (self.a, self.b):
             actions += self._retransmit_due(leg, now)
             if self.ended:
@@ -1425,6 +1435,15 @@ class Call:
                     if self.ended:
                         return actions
         return actions
+
+    def _duration_limit(self) -> float | None:
+        """When an answered call reaches its maximum duration (a toll-fraud rule)."""
+        limit = self.setup.max_duration
+        if limit is None or self.answered is None or self.phase is not Phase.ANSWERED:
+            return None
+        if self._closing_at is not None:
+            return None
+        return self.answered + limit
 
     def _retransmit_due(self, leg: Leg, now: float) -> Actions:
         actions: Actions = []

@@ -636,3 +636,15 @@ def test_held_bye_goes_when_the_2xx_retransmissions_give_up_rfc3261_15() -> None
     out = h.advance(64 * h.t1)
     assert one(sends(out, A, "BYE"))
     assert of_type(out, CallEnded)
+
+
+def test_maximum_call_duration_ends_an_answered_call_on_both_legs() -> None:
+    # A toll-fraud rule: an answered call lasts at most `max_duration` s from the answer.
+    setup = make_setup()
+    h = Harness(setup=replace(setup, max_duration=60.0))
+    h.established()
+    early = h.advance(59.9)
+    assert sends(early, A, "BYE") == [] and sends(early, B, "BYE") == []
+    out = h.advance(0.1)
+    assert one(sends(out, A, "BYE")) and one(sends(out, B, "BYE"))
+    assert "Maximum call duration" in (one(sends(out, B, "BYE")).request.header("Reason") or "")
