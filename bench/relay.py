@@ -5,6 +5,7 @@ zero loss and the relay's CPU time per packet (time.process_time inside the rela
 from __future__ import annotations
 
 import asyncio
+import base64
 import multiprocessing
 import os
 import random
@@ -21,10 +22,12 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from media.plan import LegMedia, SrtpKeys  # noqa: E402
 from media.ports import PortPool  # noqa: E402
 from media.relay import MediaRelay  # noqa: E402
 from media.rtp import build_rtp  # noqa: E402
 from media.session import Leg  # noqa: E402
+from media.srtp import KEY_LENGTHS  # noqa: E402
 
 STREAMS = 200
 PAYLOAD = 160  # 20 ms of G.711 at 8 kHz; + 12 bytes of RTP header = 172
@@ -36,6 +39,7 @@ DRAIN_IDLE = 0.25  # a step is over when nothing arrived for this long
 TOTAL_BUDGET = 20.0
 SENDER_HOST = "127.0.0.1"  # the "PBX" side
 RECEIVER_HOST = "127.0.0.2"  # the "trunk" side
+SRTP_SUITE = "AES_CM_128_HMAC_SHA1_80"
 # The relay at or under this share of the asked rate was not the limit: the generator was.
 MIN_RATE_SHARE = 0.9
 
@@ -43,8 +47,15 @@ MIN_RATE_SHARE = 0.9
 # ---------------------------------------------------------------------------- relay process
 
 
-def relay_process(conn: Connection, senders: list[int], receivers: list[int]) -> None:
-    """Runs in the child: opens one session per stream, then answers 'cpu' queries."""
+def relay_process(
+    conn: Connection,
+    senders: list[int],
+    receivers: list[int],
+    srtp_keys: list[str] | None = None,
+) -> None:
+    """Runs in the child: opens one session per stream, then answers 'cpu' queries.
+    `srtp_keys`, one per stream: leg A's peer sends SRTP (AES_CM_128_HMAC_SHA1_80) with that
+    base64 key||salt (SrtpKeys.inbound of leg A); leg B stays plain RTP."""
     try:
         import uvloop
 
@@ -52,20 +63,26 @@ def relay_process(conn: Connection, senders: list[int], receivers: list[int]) ->
     except ImportError:
         factory = asyncio.new_event_loop
     with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(_serve(conn, senders, receivers))
+        runner.run(_serve(conn, senders, receivers, srtp_keys))
 
 
-async def _serve(conn: Connection, senders: list[int], receivers: list[int]) -> None:
+async def _serve(
+    conn: Connection, senders: list[int], receivers: list[int], srtp_keys: list[str] | None
+) -> None:
     loop = asyncio.get_running_loop()
     base = random.randrange(20000, 28000, 2)
     pool = PortPool(base, base + 4 * len(senders) + 199)  # spare pairs for bind retries
     relay = MediaRelay(pool, timeout=None)
     keys = [f"bench-{index}" for index in range(len(senders))]
     endpoints: list[int] = []
-    for key, sender, receiver in zip(keys, senders, receivers, strict=True):
+    for index, (key, sender, receiver) in enumerate(zip(keys, senders, receivers, strict=True)):
         await relay.open_session(key, 1, SENDER_HOST, RECEIVER_HOST)
         relay.set_remote(key, 0, Leg.A, (SENDER_HOST, sender))
         relay.set_remote(key, 0, Leg.B, (RECEIVER_HOST, receiver))
+        if srtp_keys is not None:
+            ours = base64.b64encode(os.urandom(KEY_LENGTHS[SRTP_SUITE])).decode()
+            keys_a = SrtpKeys(SRTP_SUITE, inbound=srtp_keys[index], outbound=ours)
+            relay.configure(key, 0, Leg.A, LegMedia(srtp=keys_a))
         local = relay.endpoints(key, Leg.A)[0]
         assert local is not None
         endpoints.append(local[1])
@@ -76,12 +93,14 @@ async def _serve(conn: Connection, senders: list[int], receivers: list[int]) -> 
         command = conn.recv()
         if command == "cpu":
             cpu = time.process_time()  # read first: the counting below is not relaying
-            forwarded = dropped = 0
+            forwarded = dropped = refused = 0
             for key in keys:
                 leg = relay.stats(key).leg(0, Leg.A).rtp
                 forwarded += leg.packets
                 dropped += leg.dropped
-            conn.send((cpu, forwarded, dropped))
+                refused += leg.refused
+            # The CPU time once counted too: the next interval starts here.
+            conn.send((cpu, forwarded, dropped, refused, time.process_time()))
         elif not done.done():
             done.set_result(None)
 
@@ -158,7 +177,7 @@ class LoadGenerator:
 
     def relay_cpu(self) -> tuple[float, int]:
         self.conn.send("cpu")
-        cpu, forwarded, _ = self.conn.recv()
+        cpu, forwarded, *_ = self.conn.recv()
         return float(cpu), int(forwarded)
 
     async def blast(self, step: int, rate: int, seconds: float) -> tuple[int, float]:

@@ -159,6 +159,8 @@ class StreamPipeline:
         "_on_digit",
         "digits_heard",
         "digits_played",
+        "held",
+        "listening",
     )
 
     def __init__(self, on_digit: DigitHandler | None = None) -> None:
@@ -173,6 +175,10 @@ class StreamPipeline:
         self._generators: dict[Leg, TelephoneEventGenerator] = {}  # digits toward that leg
         self.digits_heard = 0
         self.digits_played = 0
+        # Read by the relay's once-a-second sweep over every stream: plain attributes, kept
+        # up to date by configure(), so that sweep costs next to nothing per stream.
+        self.held = False
+        self.listening = False
 
     # ------------------------------------------------------------------ configuration
     def configure(self, leg: Leg, media: LegMedia) -> None:
@@ -241,6 +247,8 @@ class StreamPipeline:
                     )
             # Once digits were injected the numbering shift must go on for good.
             rtp.outbound = self._outbound.get(target)
+        self.held = any(m.direction != "sendrecv" for m in self.media.values())
+        self.listening = bool(self._receivers)
 
     def _quality_of(self, leg: Leg) -> LegQuality:
         return self.quality.a if leg is Leg.A else self.quality.b
@@ -261,7 +269,7 @@ class StreamPipeline:
     @property
     def on_hold(self) -> bool:
         """A side's SDP says other than sendrecv: silence may be normal (no music on hold)."""
-        return any(m.direction != "sendrecv" for m in self.media.values())
+        return self.held
 
     # ------------------------------------------------------------------ DTMF toward a leg
     def play(self, leg: Leg, digit: str, duration_ms: int, now: float) -> list[Scheduled]:

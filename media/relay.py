@@ -517,6 +517,17 @@ class MediaRelay:
     def stats(self, key: str) -> SessionStats:
         return self._stats(self._get(key))
 
+    def counters(self, names: Iterable[str]) -> dict[str, int]:
+        """Sums of the endpoint counters `names` over every live session: what a worker
+        reports for metrics, without the per-stream quality snapshots stats() builds."""
+        totals = dict.fromkeys(names, 0)
+        for session in self._sessions.values():
+            for pair in session.legs.values():
+                for endpoint in pair:
+                    for name in totals:
+                        totals[name] += getattr(endpoint, name)
+        return totals
+
     async def close(self) -> None:
         """Close every session and stop the idle timer."""
         if self._timer is not None:
@@ -678,11 +689,14 @@ class MediaRelay:
         clock = monotonic()
         reports: list[MediaTimeout] = []
         for key, session in list(self._sessions.items()):
-            for pipeline in session.pipelines.values():
-                deadline = pipeline.next_deadline()
-                if deadline is not None and deadline <= clock:
-                    pipeline.on_timer(clock)  # digits whose end packets were all lost
-            on_hold = frozenset(i for i, p in session.pipelines.items() if p.on_hold)
+            on_hold: set[int] = set()
+            for index, pipeline in session.pipelines.items():
+                if pipeline.listening:
+                    deadline = pipeline.next_deadline()
+                    if deadline is not None and deadline <= clock:
+                        pipeline.on_timer(clock)  # digits whose end packets were all lost
+                if pipeline.held:
+                    on_hold.add(index)
             idle = session.media.check_idle(
                 session.activity(), now, self.timeout, self.hold_timeout, on_hold
             )
