@@ -4,18 +4,23 @@ transaction layer, answers requests, keeps one timer for the whole stack, stops 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import signal
+import time
 from collections.abc import Callable, Iterable
 
 from media.backend import MediaBackend
 from media.pool import WorkerPool
 from media.ports import PortPool
 from media.relay import MediaRelay
+from sbc.b2bua import CallSetup
 from sbc.calls import CallAdapter
 from sbc.config import Config, Pbx
 from sbc.inbound_auth import Accepted, Challenge, InboundAuth
 from sbc.log import get_logger
+from sbc.policy import Admitted, Policy, RequestInfo, Ticket
+from sbc.policy.guard import Blocked, EdgeGuard, TrustedEntry, Verdict
 from sbc.resolve import is_literal, resolve_trunks
 from sbc.routing import Rejection, Router
 from sbc.sip.errors import ParseError
@@ -42,6 +47,7 @@ from sbc.trunk_service import TrunkService
 
 log = get_logger("app")
 sip_log = get_logger("sip")
+security_log = get_logger("security")
 
 SUPPORTED = ", ".join(sorted(SUPPORTED_OPTIONS))
 # Methods that only make sense inside a dialog or against an existing transaction: without
@@ -70,7 +76,9 @@ class SignallingService:
             on_transport_error=self.on_transport_error,
             framing_reply=self.framing_reply,
             max_message_size=sip.max_message_size,
+            limits=config.connections,
         )
+        self._max_headers = config.connections.max_headers
         self._server_header: tuple[tuple[str, str], ...] = (
             (("Server", sip.user_agent),) if sip.user_agent else ()
         )
@@ -110,6 +118,14 @@ class SignallingService:
         self.calls.rearm = self._arm_timer
         self.trunks = TrunkService(config, self.router, self.transactions, self._handle)
         self.inbound_auth = InboundAuth(config.pbxs)
+        # Admission limits and toll-fraud rules for new calls; the edge guard (flood,
+        # scanners, brute force) for every message. Trusted: the PBXs' networks, and trunk
+        # addresses once DNS has resolved them.
+        self.policy = Policy(config.policy)
+        self._trunk_names = frozenset(trunk.name for trunk in config.trunks)
+        self.guard = EdgeGuard(config.guard, self._trusted())
+        self.calls.on_call_end = self._call_ended
+        self.calls.on_target_moved = self._call_moved
         self._dns_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -118,6 +134,8 @@ class SignallingService:
         await self.relay.start()
         await self.transport.start()
         self.router.set_trunk_addresses(await resolve_trunks(self.config))
+        self.guard.set_trusted(self._trusted())
+        self._tls_server_names()
         self.trunks.start(self._now())
         if any(not is_literal(trunk.proxy.host) for trunk in self.config.trunks):
             self._dns_task = asyncio.ensure_future(self._refresh_dns())
@@ -155,6 +173,8 @@ class SignallingService:
             current.update(found)
             before = {name: self.router.gateways(name) for name in current}
             self.router.set_trunk_addresses(current)
+            self.guard.set_trusted(self._trusted())
+            self._tls_server_names()
             if any(self.router.gateways(name) != gateways for name, gateways in before.items()):
                 self.trunks.gateways_changed(self._now())
                 self._arm_timer()
@@ -218,17 +238,82 @@ class SignallingService:
 
     def on_message(self, data: bytes, source: Peer) -> None:
         """Every SIP message from every listener arrives here (the per-message hot path)."""
+        now = self._now()
+        guard = self.guard
+        if not guard.admit(source.host, now):
+            self._guard_events()  # a flooding or blocked source: no answer, nothing parsed
+            return
         try:
-            message = parse(data)
+            message = parse(data, max_headers=self._max_headers)
             if isinstance(message, Request):
+                if self._unwelcome(message, source, now):
+                    return
                 stamp_via(message, source)
-            now = self._now()
             actions = self.transactions.receive(message, source, now)
         except ParseError as err:
             self._parse_error(data, err, source)
             return
         self._handle(actions, now)
         self._arm_timer()
+
+    def _unwelcome(self, request: Request, source: Peer, now: float) -> bool:
+        """Requests dropped before any transaction exists (so no answer, not even 100): from
+        an unknown source on an interface that answers strangers nothing, or from a known
+        scanner."""
+        guard = self.guard
+        if guard.drops_unknown(source, self.router.knows):
+            return True
+        verdict = guard.inspect(
+            source.host, request.header("User-Agent"), request.header("From"), now
+        )
+        if verdict is Verdict.DROP:
+            self._guard_events()
+            return True
+        return False
+
+    def _guard_events(self) -> None:
+        events = self.guard.take_events()
+        if not events:
+            return
+        for event in events:
+            if isinstance(event, Blocked):
+                security_log.warning(
+                    "security.blocked",
+                    key=event.key,
+                    kind=event.kind.value,
+                    reason=event.reason.value,
+                    detail=event.detail,
+                    for_s=round(event.until - self._now(), 1),
+                )
+            else:
+                security_log.info(
+                    "security.unblocked",
+                    key=event.key,
+                    kind=event.kind.value,
+                    reason=event.reason.value,
+                    hits=event.hits,
+                    manual=event.manual,
+                )
+        self._arm_timer()
+
+    def _tls_server_names(self) -> None:
+        """A TLS trunk named by DNS is reached at resolved addresses; its certificate is
+        checked (and SNI sent) for the configured name, not for the address."""
+        for trunk in self.config.trunks:
+            if trunk.transport != "tls" or is_literal(trunk.proxy.host):
+                continue
+            for host, port in self.router.gateways(trunk.name):
+                self.transport.set_tls_server_name(host, port, trunk.proxy.host)
+
+    def _trusted(self) -> list[TrustedEntry]:
+        """Never blocked by the guard: every PBX's trusted networks and trunk address."""
+        trusted: list[TrustedEntry] = [
+            net for pbx in self.config.pbxs for net in pbx.trusted_sources
+        ]
+        for trunk in self.config.trunks:
+            # Before DNS has answered, a trunk is known only by its name: nothing to trust.
+            trusted.extend(h for h, _ in self.router.gateways(trunk.name) if is_literal(h))
+        return trusted
 
     def _parse_error(self, data: bytes, err: ParseError, source: Peer) -> None:
         answer = error_response(data, err)
@@ -356,6 +441,10 @@ class SignallingService:
                     reason=setup.log_reason,
                     source=str(event.source),
                 )
+                if setup.status in (404, 484):
+                    # Dialling around for numbers that exist is how scanners map a PBX.
+                    self.guard.unknown_user(event.source.host, now)
+                    self._guard_events()
                 return make_response(
                     request,
                     setup.status,
@@ -363,8 +452,7 @@ class SignallingService:
                     to_tag=new_tag(),
                     headers=self._server_header,
                 )
-            self.calls.new_call(setup, event.txn_key, request, event.source, now)
-            return None
+            return self._admit(setup, event, now)
         if method == "OPTIONS":
             headers = [("Allow", ALLOW), ("Accept", ACCEPT), ("Supported", SUPPORTED)]
             headers.extend(self._server_header)
@@ -387,12 +475,68 @@ class SignallingService:
             request, 404, "No Route", to_tag=new_tag(), headers=self._server_header
         )
 
+    def _admit(self, setup: CallSetup, event: RequestReceived, now: float) -> Response | None:
+        """Admission limits and toll-fraud rules for a routed call (sbc.policy): a refusal
+        is answered here with its status, Retry-After and Reason (RFC 3326); an admitted
+        call carries its ticket, and its duration limits, into the call."""
+        first = setup.targets[0]
+        outbound = setup.direction == "outbound"
+        info = RequestInfo(
+            direction=setup.direction,
+            source_ip=event.source.host,
+            caller=setup.caller,
+            callee=setup.callee_rewritten,
+            pbx=setup.origin if outbound else first.name,
+            trunk=first.name if outbound else setup.origin,
+            route=setup.route,
+        )
+        verdict = self.policy.admit(info, now, time.time())
+        if not isinstance(verdict, Admitted):
+            sip_log.info(
+                "call.rejected",
+                call=setup.call_key,
+                status=verdict.status,
+                rule=verdict.rule,
+                reason=verdict.detail,
+                source=str(event.source),
+            )
+            return make_response(
+                event.request,
+                verdict.status,
+                verdict.reason_phrase,
+                to_tag=new_tag(),
+                headers=[*verdict.headers(), *self._server_header],
+            )
+        if verdict.max_duration is not None:
+            setup = dataclasses.replace(
+                setup, max_duration=verdict.max_duration, deadline=verdict.deadline
+            )
+        self.calls.new_call(setup, event.txn_key, event.request, event.source, now)
+        self.calls.attach(setup.call_key, verdict.ticket)
+        return None
+
+    def _call_ended(self, ticket: object, now: float) -> None:
+        if isinstance(ticket, Ticket):
+            self.policy.ended(ticket, now)
+
+    def _call_moved(self, ticket: object, trunk: str, now: float) -> None:
+        """Failover took the call to another trunk: the trunk's limits count it there. The
+        INVITE is already on its way, so an over-limit move is logged, not undone."""
+        if not isinstance(ticket, Ticket) or trunk not in self._trunk_names:
+            return
+        refused = self.policy.move(ticket, trunk, now)
+        if refused is not None:
+            sip_log.warning("call.failover_over_limit", trunk=trunk, rule=refused.rule)
+
     def _authenticate(
         self, request: Request, source: Peer, pbx: Pbx, now: float
     ) -> Response | None:
         """The challenge or refusal for a request from a PBX user, or None: accepted."""
         outcome = self.inbound_auth.check(request, pbx, now)
         if isinstance(outcome, Accepted):
+            if self.guard.auth_result(source.host, outcome.username, True, now) is Verdict.FORBID:
+                self._guard_events()
+                return make_response(request, 403, to_tag=new_tag(), headers=self._server_header)
             sip_log.info("auth.accepted", pbx=pbx.name, user=outcome.username, source=str(source))
             return None
         if isinstance(outcome, Challenge):
@@ -400,6 +544,13 @@ class SignallingService:
             return make_response(request, outcome.status, to_tag=new_tag(), headers=headers)
         # Counted and logged for the security policy (brute force shows up here); the
         # password and the digest response never are.
+        if outcome.status == 403:
+            unknown = outcome.why.startswith("unknown-user")
+            user = None if unknown else outcome.username
+            self.guard.auth_result(source.host, user, False, now)
+            if unknown:
+                self.guard.unknown_user(source.host, now)
+            self._guard_events()
         sip_log.warning(
             "auth.refused",
             pbx=pbx.name,
@@ -426,7 +577,12 @@ class SignallingService:
 
     def _arm_timer(self) -> None:
         deadline = self.transactions.next_deadline()
-        for other in (self.calls.next_deadline(), self.trunks.next_deadline()):
+        others = (
+            self.calls.next_deadline(),
+            self.trunks.next_deadline(),
+            self.guard.next_deadline(),
+        )
+        for other in others:
             if other is not None and (deadline is None or other < deadline):
                 deadline = other
         if deadline == self._timer_at:
@@ -451,6 +607,8 @@ class SignallingService:
             self._handle(self.transactions.on_timer(now), now)
             self.calls.on_timer(now)
             self.trunks.on_timer(now)
+            self.guard.on_timer(now)
+            self._guard_events()
         except Exception:
             log.exception("timer.handler_failed")
         self._arm_timer()

@@ -64,6 +64,7 @@ class _Entry:
     plans: dict[LegId, tuple[LegMedia | None, ...]] = field(default_factory=dict)
     deadline: float | None = None
     target: str = ""  # the trunk or PBX leg B goes to, as counted in per_target
+    ticket: object = None  # the admission policy's hold on this call, given back at its end
 
 
 class CallAdapter:
@@ -98,16 +99,31 @@ class CallAdapter:
     def per_target(self, name: str) -> int:
         return self._per_target.get(name, 0)
 
+    # Told when a call ends, with the ticket attached to it (sbc.policy gives back what the
+    # call held); and when failover moves a call to another trunk (the policy moves it).
+    on_call_end: Callable[[object, float], None] | None = None
+    on_target_moved: Callable[[object, str, float], None] | None = None
+
+    def attach(self, key: str, ticket: object) -> None:
+        entry = self.calls.get(key)
+        if entry is not None:
+            entry.ticket = ticket
+        elif self.on_call_end is not None:
+            self.on_call_end(ticket, self._now())  # ended already (answered at once, failed)
+
     def _count(self, entry: _Entry) -> None:
         """Keep per_target right as calls start, move to another trunk, and end."""
         name = "" if entry.call.ended else entry.call.target.name
         if name == entry.target:
             return
+        moved = bool(entry.target and name)
         if entry.target:
             self._per_target[entry.target] -= 1
         if name:
             self._per_target[name] = self._per_target.get(name, 0) + 1
         entry.target = name
+        if moved and entry.ticket is not None and self.on_target_moved is not None:
+            self.on_target_moved(entry.ticket, name, self._now())
 
     @property
     def indexed(self) -> tuple[int, int]:
@@ -288,6 +304,9 @@ class CallAdapter:
             duration=round(cdr.end - cdr.answer, 3) if cdr.answer is not None else 0,
         )
         self.calls.pop(key, None)
+        if entry.ticket is not None and self.on_call_end is not None:
+            ticket, entry.ticket = entry.ticket, None
+            self.on_call_end(ticket, self._now())
         for dialog in entry.dialogs:
             if self._by_dialog.get(dialog, (None,))[0] is entry:
                 del self._by_dialog[dialog]

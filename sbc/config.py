@@ -5,15 +5,32 @@ Every problem found is reported together, each as `file:line: key: message`.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import ipaddress
 import os
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, TypeVar
 
 import yaml
+
+from sbc.policy.guard import (
+    AuthLockoutSettings,
+    FloodSettings,
+    GuardSettings,
+    ScannerSettings,
+)
+from sbc.policy.settings import (
+    AdmissionSettings,
+    DialRule,
+    FraudSettings,
+    Limit,
+    PolicySettings,
+    TimeWindow,
+)
+from sbc.transport.limits import TransportLimits
 
 __all__ = [
     "CallSettings",
@@ -47,7 +64,11 @@ LOG_FORMATS = ("kv", "json")
 PAI_MODES = ("pass", "strip")
 REFER_MODES = ("reject", "relay")
 DTMF_MODES = ("rfc4733", "info")
-SRTP_POLICIES = ("off", "optional", "required")  # SDES-SRTP toward a side (RFC 4568)  # telephone-event in RTP, or SIP INFO (application/dtmf-relay)
+SRTP_POLICIES = (
+    "off",
+    "optional",
+    "required",
+)  # SDES-SRTP toward a side (RFC 4568)  # telephone-event in RTP, or SIP INFO (application/dtmf-relay)
 # RFC 4028 §5: a Min-SE below 90 seconds is not allowed.
 MIN_SESSION_INTERVAL = 90
 DEFAULT_NODE = "sbc1"
@@ -132,6 +153,9 @@ class Interface:
     advertise: str | None
     media_address: str
     tls: TlsSettings | None = None
+    # False: a request from a source that is neither a trunk address nor a trusted PBX
+    # network gets no answer at all (scanners learn nothing); True: the usual 403.
+    respond_to_unknown: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -365,6 +389,9 @@ class Config:
     media: MediaSettings = field(default_factory=MediaSettings)
     calls: CallSettings = field(default_factory=CallSettings)
     dns: DnsSettings = field(default_factory=DnsSettings)
+    policy: PolicySettings = field(default_factory=PolicySettings)
+    guard: GuardSettings = field(default_factory=GuardSettings)
+    connections: TransportLimits = field(default_factory=TransportLimits)
     source: str = ""
 
     def pbx(self, name: str) -> Pbx:
@@ -772,8 +799,12 @@ _TOP_KEYS = (
     "media",
     "calls",
     "dns",
+    "admission",
+    "fraud",
+    "security",
+    "connections",
 )
-_IFACE_KEYS = ("listen", "advertise", "media_address", "tls")
+_IFACE_KEYS = ("listen", "advertise", "media_address", "tls", "respond_to_unknown")
 _TLS_KEYS = ("cert", "key", "ca", "verify_peer")
 _LEG_KEYS = (
     "transport",
@@ -927,7 +958,8 @@ def _read_interface(
             section.key_path("tls"),
             "required because a tls: listener is configured (give cert and key)",
         )
-    return Interface(name, listen, advertise, media_address, tls)
+    respond = section.get("respond_to_unknown", _Node.boolean, True)
+    return Interface(name, listen, advertise, media_address, tls, respond)
 
 
 def _read_interfaces(top: _Section, base_dir: str) -> dict[str, Interface]:
@@ -950,11 +982,16 @@ def _read_interfaces(top: _Section, base_dir: str) -> dict[str, Interface]:
     return interfaces
 
 
-def _line_of(top: _Section, path: Sequence[str]) -> int:
-    """The line of the key at the end of a path of mapping keys (or the closest known)."""
+def _line_of(top: _Section, path: Sequence[str | int]) -> int:
+    """The line of the key (or list item) at the end of a path (or the closest known)."""
     value: Any = top.data
     line = top.line
     for step in path:
+        if isinstance(step, int) and isinstance(value, list) and 0 <= step < len(value):
+            lines = getattr(value, "item_lines", None)
+            line = lines[step] if lines else line
+            value = value[step]
+            continue
         if not isinstance(value, dict) or step not in value:
             break
         line = getattr(value, "key_lines", {}).get(step, line)
@@ -1450,6 +1487,8 @@ def _non_negative_seconds(node: _Node) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
         node.fail(f"expected seconds (0 for no limit), got {value!r}")
     return float(value)
+
+
 BALANCING_POLICIES = ("least_streams", "round_robin", "weighted")
 
 
@@ -1575,6 +1614,14 @@ def parse_config(text: str, filename: str = "<config>") -> Config:
     media = _read_media(top)
     calls = _read_calls(top)
     dns = _read_dns(top)
+    policy = _read_policy(top, pbx_names, trunk_names)
+    guard = _read_guard(top, interfaces)
+    connections = TransportLimits()
+    if top.data.get("connections") is not None:
+        try:
+            connections = _dataclass_of(top.node("connections"), TransportLimits, {})
+        except _Invalid:
+            pass
     _check_tls_use(top, interfaces, trunks)
     if checker.issues:
         raise ConfigError(sorted(checker.issues, key=lambda issue: issue.line))
@@ -1590,6 +1637,9 @@ def parse_config(text: str, filename: str = "<config>") -> Config:
         media=media,
         calls=calls,
         dns=dns,
+        policy=policy,
+        guard=guard,
+        connections=connections,
         source=filename,
     )
 
@@ -1644,3 +1694,135 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     except UnicodeDecodeError as exc:
         raise ConfigError(f"not UTF-8 text: {exc.reason}", filename=filename, line=1) from None
     return parse_config(text, filename)
+
+
+# --------------------------------------------------------------------------- limits, fraud, security
+#
+# These sections map onto the frozen settings dataclasses of sbc.policy, whose own checks
+# (ValueError with a message) are reported at the YAML entry they came from.
+
+_SCALARS: dict[str, Callable[[_Node], Any]] = {
+    "str": _Node.string,
+    "int": lambda n: n.integer(0),
+    "float": lambda n: _number(n),
+    "bool": _Node.boolean,
+}
+
+
+def _number(node: _Node) -> float:
+    value = node.value
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        node.fail(f"expected a number, got {_type_name(value)}")
+    return float(value)
+
+
+def _strings(node: _Node) -> tuple[str, ...]:
+    out = []
+    for item in node.items():
+        value = item.value
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)  # a prefix written without quotes: 900
+        if not isinstance(value, str) or not value:
+            item.fail(f"expected a string, got {_type_name(value)}")
+        out.append(value)
+    return tuple(out)
+
+
+def _field_reader(annotation: str, nested: Mapping[str, type]) -> Callable[[_Node], Any]:
+    base = annotation.replace(" | None", "").strip()
+    if base in _SCALARS:
+        return _SCALARS[base]
+    if base == "tuple[str, ...]":
+        return _strings
+    if base.startswith("tuple[") and base.endswith(", ...]"):
+        inner = nested[base[len("tuple[") : -len(", ...]")]]
+        return lambda n: tuple(_dataclass_of(item, inner, nested) for item in n.items())
+    if base in nested:
+        return lambda n: _dataclass_of(n, nested[base], nested)
+    raise TypeError(f"config: no reader for {annotation!r}")  # a programming error
+
+
+def _dataclass_of(node: _Node, cls: type[T], nested: Mapping[str, type]) -> T:
+    """`cls` from the mapping at `node`: keys are its field names, values read by the
+    fields' annotations; the dataclass's own ValueError is reported at the entry."""
+    fields_ = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    section = node.mapping(tuple(fields_))
+    values: dict[str, Any] = {}
+    for name, spec in fields_.items():
+        if section.data.get(name) is None:
+            continue
+        values[name] = _field_reader(str(spec.type), nested)(section.node(name))
+    try:
+        return cls(**values)
+    except (ValueError, TypeError) as exc:
+        node.fail(str(exc))
+
+
+_POLICY_TYPES: dict[str, type] = {
+    "Limit": Limit,
+    "TimeWindow": TimeWindow,
+    "DialRule": DialRule,
+    "FloodSettings": FloodSettings,
+    "AuthLockoutSettings": AuthLockoutSettings,
+    "ScannerSettings": ScannerSettings,
+}
+
+
+def _read_policy(
+    top: _Section, pbx_names: Mapping[str, str], trunk_names: Mapping[str, str]
+) -> PolicySettings:
+    admission, fraud = AdmissionSettings(), FraudSettings()
+    if top.data.get("admission") is not None:
+        try:
+            admission = _dataclass_of(top.node("admission"), AdmissionSettings, {"Limit": Limit})
+        except _Invalid:
+            pass
+        else:
+            for index, limit in enumerate(admission.limits):
+                _check_named(
+                    top,
+                    ("admission", "limits", index),
+                    limit.scope,
+                    limit.name,
+                    pbx_names,
+                    trunk_names,
+                )
+    if top.data.get("fraud") is not None:
+        try:
+            fraud = _dataclass_of(top.node("fraud"), FraudSettings, _POLICY_TYPES)
+        except _Invalid:
+            pass
+        else:
+            for index, rule in enumerate(fraud.rules):
+                _check_named(
+                    top, ("fraud", "rules", index), rule.scope, rule.name, pbx_names, trunk_names
+                )
+    return PolicySettings(admission=admission, fraud=fraud)
+
+
+def _check_named(
+    top: _Section,
+    where: tuple[str | int, ...],
+    scope: str,
+    name: str | None,
+    pbx_names: Mapping[str, str],
+    trunk_names: Mapping[str, str],
+) -> None:
+    known = {"pbx": pbx_names, "trunk": trunk_names}.get(scope)
+    if name is None or known is None or name in known:
+        return
+    path = ".".join(str(p) if isinstance(p, str) else f"[{p}]" for p in where).replace(".[", "[")
+    top.checker.add(
+        _line_of(top, where), f"{path}.name", f"no {scope} named '{name}'{_hint(name, list(known))}"
+    )
+
+
+def _read_guard(top: _Section, interfaces: Mapping[str, Interface]) -> GuardSettings:
+    quiet = tuple(name for name, iface in interfaces.items() if not iface.respond_to_unknown)
+    if top.data.get("security") is None:
+        return GuardSettings(quiet_interfaces=quiet)
+    try:
+        settings = _dataclass_of(top.node("security"), GuardSettings, _POLICY_TYPES)
+    except _Invalid:
+        return GuardSettings(quiet_interfaces=quiet)
+    return dataclasses.replace(settings, quiet_interfaces=quiet)

@@ -155,6 +155,15 @@ class Router:
                 return pbx
         return None
 
+    def knows(self, source: Peer) -> bool:
+        """Whether `source` is a trunk address or a trusted PBX source on its interface."""
+        interface = source.listener.split("/", 1)[0]
+        address = _normal_address(source.host)
+        return (
+            self._trunk_source(interface, address, source) is not None
+            or self._pbx_source(interface, address) is not None
+        )
+
     def route(
         self, request: Request, source: Peer, *, as_pbx: str | None = None
     ) -> CallSetup | Rejection:
@@ -210,7 +219,15 @@ class Router:
         )
         a_side = self._pbx_sides[pbx.name]
         return self._setup(
-            "outbound", caller, callee, rewritten, source, interface, a_side, targets
+            "outbound",
+            caller,
+            callee,
+            rewritten,
+            source,
+            interface,
+            a_side,
+            targets,
+            f"outbound[{index}]",
         )
 
     def _inbound(
@@ -220,17 +237,31 @@ class Router:
         if isinstance(callee, Rejection):
             return callee
         rewritten = _rewrite(callee, self.config.numbers.inbound)
-        for inbound in self.config.routes.inbound:
-            if inbound.match.search(rewritten) is not None:
-                break
-        else:
+        found = next(
+            (
+                (index, inbound)
+                for index, inbound in enumerate(self.config.routes.inbound)
+                if inbound.match.search(rewritten) is not None
+            ),
+            None,
+        )
+        if found is None:
             return _no_route(callee, rewritten, "inbound")
+        index, inbound = found
         caller = _caller(request)
         pbx = self.config.pbx(inbound.pbx)
         target = self._pbx_target(self._pbx_sides[pbx.name], pbx, caller, rewritten)
         a_side = self._trunk_sides[trunk.name]
         return self._setup(
-            "inbound", caller, callee, rewritten, source, interface, a_side, (target,)
+            "inbound",
+            caller,
+            callee,
+            rewritten,
+            source,
+            interface,
+            a_side,
+            (target,),
+            f"inbound[{index}]",
         )
 
     def _setup(
@@ -243,6 +274,7 @@ class Router:
         interface: str,
         a_side: _Side,
         targets: tuple[Target, ...],
+        route: str,
     ) -> CallSetup:
         return CallSetup(
             call_key=self._new_key(),
@@ -254,6 +286,8 @@ class Router:
             a_policy=a_side.policy,
             targets=targets,
             no_answer_timeout=self.config.calls.no_answer_timeout,
+            origin=a_side.name,
+            route=route,
         )
 
     # ------------------------------------------------------------------ who is calling

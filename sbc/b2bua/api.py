@@ -107,6 +107,9 @@ class CallSetup:
     targets: tuple[Target, ...]  # tried in order: the next one when one fails (TRAPS #11)
     no_answer_timeout: float = 180.0  # seconds from INVITE to final answer before CANCEL+408
     max_duration: float | None = None  # seconds from answer to BYE on both legs (toll fraud)
+    deadline: float | None = None  # the latest end, on the call's clock, whatever the answer
+    origin: str = ""  # the PBX or trunk the call came from (config name)
+    route: str = ""  # the route that matched, e.g. 'outbound[0]' (policy rules, logs)
 
 
 # ----- inputs: the adapter calls these methods on a Call ------------------------------------

@@ -1419,7 +1419,9 @@ class Call:
         limit = self._duration_limit()
         if limit is not None and now >= limit:
             actions.append(
-                LogEvent("call.max_duration", (("limit", f"{self.setup.max_duration:g}"),))
+                LogEvent(
+                    "call.max_duration", (("answered_for", f"{now - (self.answered or now):.1f}"),)
+                )
             )
             hdr = reason_header("SIP", 503, "Maximum call duration")
             return actions + self._teardown(now, "sbc", hdr)
@@ -1438,12 +1440,13 @@ class Call:
 
     def _duration_limit(self) -> float | None:
         """When an answered call reaches its maximum duration (a toll-fraud rule)."""
-        limit = self.setup.max_duration
-        if limit is None or self.answered is None or self.phase is not Phase.ANSWERED:
+        limit, deadline = self.setup.max_duration, self.setup.deadline
+        if self.answered is None or self.phase is not Phase.ANSWERED:
             return None
         if self._closing_at is not None:
             return None
-        return self.answered + limit
+        ends = [t for t in (deadline, None if limit is None else self.answered + limit) if t]
+        return min(ends) if ends else None
 
     def _retransmit_due(self, leg: Leg, now: float) -> Actions:
         actions: Actions = []

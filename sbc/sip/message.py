@@ -82,6 +82,10 @@ _SLOT_OF = {"via": "_vias", "from": "_from", "to": "_to", "cseq": "_cseq", "call
 _FOLD_RE = re.compile(r"[ \t]*\r\n[ \t]+")
 _VERSION_RE = re.compile(r"SIP/\d+\.\d+", re.IGNORECASE)
 _MAX_BODY = 1 << 24
+# Header fields a message may carry (folded lines count once): past it parse() refuses the
+# message rather than split and index an attacker's thousands of lines. Real messages carry
+# a few dozen at most.
+MAX_HEADERS = 100
 
 REASONS = {
     100: "Trying",
@@ -516,11 +520,12 @@ class Response(Message):
 # ----- parsing --------------------------------------------------------------------------
 
 
-def parse(data: bytes) -> Request | Response:
+def parse(data: bytes, max_headers: int = MAX_HEADERS) -> Request | Response:
     """Frame and split one message; check() validates the core headers.
 
     For a datagram, Content-Length frames the body and trailing bytes are ignored
-    (RFC 3261 §18.3); without Content-Length the body is the rest of the data.
+    (RFC 3261 §18.3); without Content-Length the body is the rest of the data. More than
+    `max_headers` header fields is a ParseError ('Too many headers', 400).
     """
     start = 0
     while data.startswith(b"\r\n", start):  # RFC 3261 §7.5: ignore CRLFs before the start line
@@ -536,6 +541,8 @@ def parse(data: bytes) -> Request | Response:
     else:
         first = head[:eol]
         lines = head[eol + 2 :].split("\r\n")
+        if len(lines) > max_headers and len(_join_folded(lines)) > max_headers:
+            raise ParseError("Too many headers")
     get = _KEY_CACHE.get
     # A name as long as its line means the line has no colon: None sends it to the slow path.
     keys = [get(n) if len(n := line.partition(":")[0]) < len(line) else None for line in lines]

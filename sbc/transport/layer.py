@@ -5,20 +5,24 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
 import socket
 import ssl
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sbc.config import Interface
 from sbc.log import get_logger
 from sbc.sip.errors import ParseError
 from sbc.sip.framing import FramingError
 from sbc.sip.message import Message, Request
 from sbc.sip.peer import Peer
+from sbc.transport.limits import TransportCounters, TransportLimits
 from sbc.transport.listeners import Listener, ListenerError
 from sbc.transport.stream import StreamConnection
 from sbc.transport.tls import TlsSetupError, client_context, server_context
+
+if TYPE_CHECKING:  # sbc.config imports sbc.transport.limits: no import at run time
+    from sbc.config import Interface
 
 OnMessage = Callable[[bytes, Peer], None]
 OnTransportError = Callable[[Peer, str, object], None]
@@ -29,6 +33,19 @@ UDP_REQUEST_LIMIT = 1300
 # Datagrams this short cannot be SIP: CRLF keep-alives (and NUL padding some phones send).
 _KEEPALIVE_MAX = 4
 _UDP_BUFFER = 4 * 1024 * 1024
+_BACKLOG = 1024
+# accept() failing for want of descriptors or memory: pause accepting for a moment (as
+# asyncio's own servers do) rather than spin on a listening socket that stays readable.
+_ACCEPT_RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+_ACCEPT_RETRY_DELAY = 1.0
+# The listening socket itself is gone: stop accepting on it.
+_ACCEPT_FATAL_ERRORS = frozenset({errno.EBADF, errno.EINVAL, errno.ENOTSOCK})
+# What peers can cause (refusals, failed handshakes, timeouts) is logged as a warning at most
+# once per this many seconds per event, with the running count; at debug level otherwise.
+_WARN_INTERVAL = 10.0
+# A timer may fire a hair before its time (uvloop counts in milliseconds): a deadline this
+# close counts as reached, rather than re-arming for a few microseconds.
+_TIMER_SLACK = 0.002
 
 log = get_logger("transport")
 
@@ -73,6 +90,17 @@ class TransportLayer:
 
     TCP/TLS connections are keyed by (listener, remote host, remote port), whoever opened
     them, so a connection a peer opened carries our responses and requests to that address.
+
+    `limits` (TransportLimits) bounds what peers can make us hold: connections in total and
+    per source IP (checked at accept, before any TLS handshake; the excess is closed at
+    once), the time a connection may stay idle or take to deliver a message, the TLS
+    handshake time. `counters` (TransportCounters) tells what those limits refused or
+    closed. The keyword arguments idle_timeout, connect_timeout and max_connections
+    override the matching fields of `limits`.
+
+    Outbound TLS checks the server's certificate against the address connected to, unless
+    `set_tls_server_name()` gave a name for that address (a trunk's host name): that name
+    is then sent as SNI and checked instead.
     """
 
     def __init__(
@@ -83,27 +111,45 @@ class TransportLayer:
         on_transport_error: OnTransportError | None = None,
         framing_reply: FramingReply | None = None,
         max_message_size: int = 65535,
-        idle_timeout: float = 300.0,
-        connect_timeout: float = 10.0,
-        max_connections: int = 4096,
+        limits: TransportLimits | None = None,
+        idle_timeout: float | None = None,
+        connect_timeout: float | None = None,
+        max_connections: int | None = None,
     ) -> None:
         self.on_message = on_message
         self._on_transport_error = on_transport_error
         self._framing_reply = framing_reply
         self._interfaces = {interface.name: interface for interface in interfaces}
         self.max_message_size = max_message_size
-        self.idle_timeout = idle_timeout
-        self.connect_timeout = connect_timeout
-        self.max_connections = max_connections
+        overrides: dict[str, Any] = {
+            name: value
+            for name, value in (
+                ("idle_timeout", idle_timeout),
+                ("connect_timeout", connect_timeout),
+                ("max_connections", max_connections),
+            )
+            if value is not None
+        }
+        limits = limits if limits is not None else TransportLimits()
+        self.limits = dataclasses.replace(limits, **overrides) if overrides else limits
+        self.counters = TransportCounters()
         self.listeners: dict[str, Listener] = {}
         self._udp: dict[str, asyncio.DatagramTransport] = {}
         self._udp_protocols: list[_UdpProtocol] = []
-        self._servers: dict[str, asyncio.Server] = {}
+        self._stream_sockets: dict[str, socket.socket] = {}
+        self._acceptors: dict[str, asyncio.Task[None]] = {}
         self._client_tls: dict[str, ssl.SSLContext] = {}
+        self._tls_server_names: dict[tuple[str, int], str] = {}
         self._connections: dict[tuple[str, str, int], StreamConnection] = {}
+        # Connections counted against the limits: inbound ones from accept (TLS handshake
+        # included) and outbound ones from the connect attempt, until they close.
+        self._inbound = 0
+        self._outbound = 0
+        self._per_ip: dict[str, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._sweeper: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._closing = False
+        self._warned: dict[str, float] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -111,6 +157,7 @@ class TransportLayer:
         """Bind every configured listener, or none: raises ListenerError naming the first
         listener that failed after closing those already bound."""
         self._loop = asyncio.get_running_loop()
+        self._closing = False
         try:
             for interface in self._interfaces.values():
                 for address in interface.listen:
@@ -122,18 +169,34 @@ class TransportLayer:
         except BaseException:
             await self.close()
             raise
-        self._schedule_sweep()
 
     async def close(self) -> None:
         """Close every connection and listener; pending connects are cancelled."""
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            self._sweeper = None
-        for task in list(self._tasks):
+        self._closing = True
+        acceptors = list(self._acceptors.values())
+        self._acceptors.clear()
+        for task in acceptors:
+            task.cancel()
+        if acceptors:
+            # Cancelled first, so no accept is pending on a socket about to be closed.
+            await asyncio.wait(acceptors, timeout=2.0)
+        for sock in self._stream_sockets.values():
+            sock.close()
+        self._stream_sockets.clear()
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
         for connection in list(self._connections.values()):
+            connection.counted = False
+            if connection.timer is not None:
+                connection.timer.cancel()
+                connection.timer = None
             connection.close()
         self._connections.clear()
+        self._inbound = self._outbound = 0
+        self._per_ip.clear()
+        if tasks:
+            await asyncio.wait(tasks, timeout=2.0)
         for udp in self._udp.values():
             udp.close()
         self._udp.clear()
@@ -143,15 +206,6 @@ class TransportLayer:
         self._udp_protocols.clear()
         if closing:
             await asyncio.wait(closing, timeout=2.0)
-        servers = list(self._servers.values())
-        self._servers.clear()
-        for server in servers:
-            server.close()
-        for server in servers:
-            try:
-                await asyncio.wait_for(server.wait_closed(), 2.0)
-            except TimeoutError:
-                pass
         self.listeners.clear()
 
     async def _bind(self, listener: Listener, interface: Interface) -> None:
@@ -179,16 +233,23 @@ class TransportLayer:
                     raise ListenerError(listener, "TLS listener without tls settings")
                 context = server_context(interface.tls)
                 self._client_tls[interface.name] = client_context(interface.tls)
-            server = await loop.create_server(
-                lambda: self._accepted(listener),
-                host=listener.host,
-                port=listener.port,
-                family=family,
-                ssl=context,
-                reuse_address=True,
-                backlog=1024,
+            # Our own accept loop rather than loop.create_server: the limits need the
+            # peer's address before a TLS handshake is spent on it.
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.bind((listener.host, listener.port))
+                sock.listen(_BACKLOG)
+                sock.setblocking(False)
+            except OSError:
+                sock.close()
+                raise
+            self._stream_sockets[listener.name] = sock
+            self._acceptors[listener.name] = loop.create_task(
+                self._accept_loop(listener, sock, context)
             )
-            self._servers[listener.name] = server
         except OSError as exc:
             raise ListenerError(listener, f"cannot bind: {exc.strerror or exc}") from exc
         except TlsSetupError as exc:
@@ -267,25 +328,149 @@ class TransportLayer:
                 fallback = fallback or listener
         return fallback
 
+    # ------------------------------------------------------------------ TLS server names
+
+    def set_tls_server_name(self, host: str, port: int, server_name: str | None) -> None:
+        """Name the TLS server at `host`:`port` (an IP address a trunk's host name resolved
+        to): connections we open to it send `server_name` as SNI and check the server's
+        certificate against it rather than against the address (RFC 5922 §4: the SIP
+        domain is what the certificate vouches for). None forgets the name. Connections
+        already open are not affected."""
+        if server_name is None:
+            self._tls_server_names.pop((host, port), None)
+        else:
+            self._tls_server_names[(host, port)] = server_name
+
+    def tls_server_name(self, host: str, port: int) -> str | None:
+        """The server name set for `host`:`port`, or None (the address itself is checked)."""
+        return self._tls_server_names.get((host, port))
+
+    # ------------------------------------------------------------------ accepting
+
+    async def _accept_loop(
+        self, listener: Listener, sock: socket.socket, context: ssl.SSLContext | None
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, address = await loop.sock_accept(sock)
+            except OSError as exc:
+                self.counters.accept_errors += 1
+                if exc.errno in _ACCEPT_FATAL_ERRORS:
+                    log.error("listener.failed", listener=listener.name, error=str(exc))
+                    return
+                if exc.errno in _ACCEPT_RESOURCE_ERRORS:
+                    self._log_sampled(
+                        "connection.accept_failed",
+                        self.counters.accept_errors,
+                        listener=listener.name,
+                        error=str(exc),
+                    )
+                    await asyncio.sleep(_ACCEPT_RETRY_DELAY)
+                continue
+            try:
+                self._admit(listener, conn, address, context)
+            except Exception:
+                # Nothing a peer sends may stop the listener.
+                log.exception("connection.admit_failed", listener=listener.name)
+                conn.close()
+
+    def _admit(
+        self,
+        listener: Listener,
+        conn: socket.socket,
+        address: tuple[Any, ...],
+        context: ssl.SSLContext | None,
+    ) -> None:
+        """Take an accepted socket on, or close it at once when a limit says no."""
+        host = address[0]
+        limits = self.limits
+        counters = self.counters
+        refused = None
+        if self._inbound + self._outbound >= limits.max_connections:
+            counters.refused_connection_limit += 1
+            refused = ("connection limit", counters.refused_connection_limit)
+        elif self._per_ip.get(host, 0) >= limits.max_connections_per_ip:
+            counters.refused_per_ip_limit += 1
+            refused = ("per-IP connection limit", counters.refused_per_ip_limit)
+        if refused is not None:
+            conn.close()
+            reason, count = refused
+            self._log_sampled(
+                "connection.refused",
+                count,
+                peer=f"{listener.transport}:{host}:{address[1]}",
+                listener=listener.name,
+                reason=reason,
+            )
+            return
+        conn.setblocking(False)
+        peer = Peer(listener.transport, host, address[1], listener.name)
+        connection = StreamConnection(
+            self,
+            listener.transport,
+            listener.name,
+            self.max_message_size,
+            self._now(),
+            peer,
+            outbound=False,
+            max_write_buffer=limits.max_write_buffer,
+        )
+        self._count(connection)
+        self._spawn(self._serve(connection, conn, context))
+
+    async def _serve(
+        self, connection: StreamConnection, conn: socket.socket, context: ssl.SSLContext | None
+    ) -> None:
+        """Attach an admitted socket to its StreamConnection (after the TLS handshake)."""
+        loop = asyncio.get_running_loop()
+        try:
+            if context is None:
+                await loop.connect_accepted_socket(lambda: connection, conn)
+            else:
+                await loop.connect_accepted_socket(
+                    lambda: connection,
+                    conn,
+                    ssl=context,
+                    ssl_handshake_timeout=self.limits.handshake_timeout,
+                )
+        except Exception as exc:
+            if connection.opened:
+                return  # its end is reported through on_stream_closed
+            self._release(connection)
+            if context is not None:
+                self.counters.tls_handshake_failures += 1
+                self._log_sampled(
+                    "tls.handshake_failed",
+                    self.counters.tls_handshake_failures,
+                    peer=str(connection.peer),
+                    listener=connection.listener_name,
+                    reason=_describe(exc),
+                )
+            else:
+                log.debug("connection.setup_failed", peer=str(connection.peer), error=str(exc))
+
     # ------------------------------------------------------------------ connections
 
-    def _accepted(self, listener: Listener) -> StreamConnection:
-        return StreamConnection(
-            self, listener.transport, listener.name, self.max_message_size, self._now()
-        )
-
     def _open(self, peer: Peer, listener: Listener, context: object) -> StreamConnection | None:
-        if len(self._connections) >= self.max_connections:
-            self._report(peer, f"connection limit of {self.max_connections} reached", context)
+        limit = self.limits.max_connections
+        if self._inbound + self._outbound >= limit:
+            self.counters.refused_outbound_limit += 1
+            self._report(peer, f"connection limit of {limit} reached", context)
             return None
         target = Peer(listener.transport, peer.host, peer.port, listener.name)
         connection = StreamConnection(
-            self, listener.transport, listener.name, self.max_message_size, self._now(), target
+            self,
+            listener.transport,
+            listener.name,
+            self.max_message_size,
+            self._now(),
+            target,
+            max_write_buffer=self.limits.max_write_buffer,
         )
         self._connections[(listener.name, peer.host, peer.port)] = connection
-        task = asyncio.get_running_loop().create_task(self._connect(connection, listener))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._count(connection)
+        self._spawn(self._connect(connection, listener))
         return connection
 
     async def _connect(self, connection: StreamConnection, listener: Listener) -> None:
@@ -293,12 +478,15 @@ class TransportLayer:
         if target is None:
             return
         context = None
+        server_name = None
         if listener.transport == "tls":
             context = self._client_tls.get(listener.interface)
             if context is None:
                 connection.connect_failed("no TLS settings on the interface")
                 return
+            server_name = self._tls_server_names.get((target.host, target.port))
         loop = asyncio.get_running_loop()
+        timeout = self.limits.connect_timeout
         try:
             await asyncio.wait_for(
                 loop.create_connection(
@@ -306,32 +494,46 @@ class TransportLayer:
                     target.host,
                     target.port,
                     ssl=context,
+                    server_hostname=server_name if context is not None else None,
                     local_addr=(listener.host, 0),
                 ),
-                self.connect_timeout,
+                timeout,
             )
         except TimeoutError:
-            connection.connect_failed(f"connect timed out after {self.connect_timeout:g} s")
+            connection.connect_failed(f"connect timed out after {timeout:g} s")
+        except ssl.SSLCertVerificationError as exc:
+            name = server_name or target.host
+            connection.connect_failed(
+                f"connect failed: TLS certificate of {target} rejected for server name "
+                f"{name!r}: {exc}"
+            )
         except (OSError, ssl.SSLError) as exc:
             connection.connect_failed(f"connect failed: {exc}")
 
     def on_stream_open(self, connection: StreamConnection) -> bool:
         peer = connection.peer
-        if peer is None:
+        if peer is None or self._closing:
             return False
         key = (connection.listener_name, peer.host, peer.port)
         if connection.outbound:
-            return self._connections.get(key) is connection
-        if len(self._connections) >= self.max_connections:
-            log.warning("connection.refused", peer=str(peer), reason="connection limit")
-            return False
-        self._connections[key] = connection
-        log.debug("connection.accepted", peer=str(peer), listener=connection.listener_name)
+            if self._connections.get(key) is not connection:
+                return False
+        else:
+            self._connections[key] = connection
+            log.debug("connection.accepted", peer=str(peer), listener=connection.listener_name)
+        # Timeouts start now (connect_timeout covered the connect; the message timeout of
+        # an accepted connection still counts from its accept, handshake included).
+        connection.last_activity = self._now()
+        self._arm(connection)
         return True
 
     def on_stream_closed(
         self, connection: StreamConnection, reason: str | None, undelivered: list[object]
     ) -> None:
+        if connection.timer is not None:
+            connection.timer.cancel()
+            connection.timer = None
+        self._release(connection)
         peer = connection.peer
         if peer is None:
             return
@@ -353,6 +555,7 @@ class TransportLayer:
             log.exception("message.handler_failed", listener=source.listener)
 
     def on_stream_framing_error(self, error: FramingError, source: Peer) -> bytes | None:
+        self.counters.framing_errors += 1
         log.warning("stream.framing_error", peer=str(source), reason=error.reason)
         if self._framing_reply is None:
             return None
@@ -364,22 +567,94 @@ class TransportLayer:
 
     @property
     def connection_count(self) -> int:
+        """Open connections (accepted ones after their TLS handshake) and pending connects."""
         return len(self._connections)
 
-    def _schedule_sweep(self) -> None:
-        loop = self._loop
-        if loop is None:
-            return
-        self._sweeper = loop.call_later(max(self.idle_timeout / 4, 0.05), self._sweep)
+    def connections_from(self, host: str) -> int:
+        """Inbound connections from `host` counted against max_connections_per_ip."""
+        return self._per_ip.get(host, 0)
 
-    def _sweep(self) -> None:
-        """Close connections with no traffic either way for idle_timeout seconds."""
+    # ------------------------------------------------------------------ accounting, timeouts
+
+    def _count(self, connection: StreamConnection) -> None:
+        connection.counted = True
+        if connection.outbound:
+            self._outbound += 1
+            return
+        self._inbound += 1
+        if connection.peer is not None:
+            host = connection.peer.host
+            self._per_ip[host] = self._per_ip.get(host, 0) + 1
+
+    def _release(self, connection: StreamConnection) -> None:
+        if not connection.counted:
+            return
+        connection.counted = False
+        if connection.outbound:
+            self._outbound -= 1
+            return
+        self._inbound -= 1
+        if connection.peer is not None:
+            host = connection.peer.host
+            left = self._per_ip.get(host, 0) - 1
+            if left > 0:
+                self._per_ip[host] = left
+            else:
+                self._per_ip.pop(host, None)
+
+    def _arm(self, connection: StreamConnection) -> None:
+        """One timer per connection, re-armed lazily: traffic only moves the times the
+        connection records, and the timer, when it fires, works out the next deadline."""
+        limits = self.limits
+        due = connection.last_activity + limits.idle_timeout
+        if connection.pending_since >= 0:
+            due = min(due, connection.pending_since + limits.message_timeout)
+        loop = self._loop or asyncio.get_running_loop()
+        connection.timer = loop.call_at(due, self._on_connection_timer, connection)
+
+    def _on_connection_timer(self, connection: StreamConnection) -> None:
+        connection.timer = None
+        if connection.closed:
+            return
+        now = self._now() + _TIMER_SLACK
+        limits = self.limits
+        if (
+            connection.pending_since >= 0
+            and now >= connection.pending_since + limits.message_timeout
+        ):
+            self.counters.message_timeouts += 1
+            self._log_sampled(
+                "connection.message_timeout",
+                self.counters.message_timeouts,
+                peer=str(connection.peer),
+                first=connection.messages == 0,
+                buffered=connection.buffered,
+                timeout=limits.message_timeout,
+            )
+            connection.close()
+            return
+        if now >= connection.last_activity + limits.idle_timeout:
+            self.counters.idle_closed += 1
+            log.debug("connection.idle_close", peer=str(connection.peer))
+            connection.close()
+            return
+        self._arm(connection)
+
+    def _spawn(self, coroutine: Any) -> None:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _log_sampled(self, event: str, count: int, **fields: Any) -> None:
+        """A warning (with the count so far) at most every _WARN_INTERVAL seconds per
+        event, debug otherwise: what a flood of peers causes must not flood the log."""
         now = self._now()
-        for connection in list(self._connections.values()):
-            if now - connection.last_activity >= self.idle_timeout:
-                log.debug("connection.idle_close", peer=str(connection.peer))
-                connection.close()
-        self._schedule_sweep()
+        last = self._warned.get(event)
+        if last is None or now - last >= _WARN_INTERVAL:
+            self._warned[event] = now
+            log.warning(event, count=count, **fields)
+        else:
+            log.debug(event, count=count, **fields)
 
     def _now(self) -> float:
         loop = self._loop or asyncio.get_running_loop()
@@ -392,6 +667,10 @@ class TransportLayer:
                 self._on_transport_error(peer, reason, context)
             except Exception:
                 log.exception("transport_error.handler_failed", peer=str(peer))
+
+
+def _describe(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
 
 
 def _grow_buffers(sock: socket.socket) -> None:

@@ -10,7 +10,8 @@ from sbc.sip.framing import FramedMessage, FramingError, KeepAlivePong, StreamFr
 from sbc.sip.peer import Peer
 
 # A peer that stops reading must not make us buffer without bound: past this many unsent
-# bytes the connection is dropped (and the failed send reported).
+# bytes the connection is dropped (and the failed send reported). The layer passes its
+# TransportLimits.max_write_buffer.
 MAX_WRITE_BUFFER = 1 << 20
 
 
@@ -33,7 +34,12 @@ class StreamConnection(asyncio.Protocol):
 
     Until the connection is up (outbound), writes are queued. `peer` is the remote address
     as a Peer on the owning listener; it is known from the start for outbound connections
-    and from `connection_made` for accepted ones.
+    (and accepted ones whose owner passes it) and from `connection_made` otherwise.
+
+    The owner reads the times below to enforce its timeouts: `last_activity` (last byte
+    either way) and `pending_since`, when the message being received began (for an
+    accepted connection that has delivered nothing yet: when it was accepted), -1 when no
+    message is pending.
     """
 
     def __init__(
@@ -44,14 +50,26 @@ class StreamConnection(asyncio.Protocol):
         max_message_size: int,
         now: float,
         peer: Peer | None = None,
+        *,
+        outbound: bool | None = None,
+        max_write_buffer: int = MAX_WRITE_BUFFER,
     ) -> None:
         self.owner = owner
         self.transport_name = transport_name
         self.listener_name = listener_name
         self.peer = peer
-        self.outbound = peer is not None
+        self.outbound = peer is not None if outbound is None else outbound
+        self.opened_at = now
         self.last_activity = now
+        self.pending_since = -1.0 if self.outbound else now
+        self.messages = 0  # complete messages received
+        self.opened = False  # connection_made ran (for TLS: the handshake is done)
         self.closed = False
+        # Owner bookkeeping: its timer for this connection, and whether the connection is
+        # counted against its connection limits.
+        self.timer: asyncio.TimerHandle | None = None
+        self.counted = False
+        self._max_write_buffer = max_write_buffer
         self._framer = StreamFramer(max_message_size)
         self._transport: asyncio.Transport | None = None
         self._pending: list[bytes] = []
@@ -64,6 +82,7 @@ class StreamConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # create_server/create_connection always hand a stream transport to a Protocol.
         self._transport = transport = cast(asyncio.Transport, transport)
+        self.opened = True
         if self.peer is None:
             address = transport.get_extra_info("peername")
             self.peer = Peer(self.transport_name, address[0], address[1], self.listener_name)
@@ -79,15 +98,25 @@ class StreamConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closed or self.peer is None:
             return
-        self.last_activity = asyncio.get_running_loop().time()
+        self.last_activity = now = asyncio.get_running_loop().time()
+        delivered = False
         for event in self._framer.feed(data):
             if isinstance(event, FramedMessage):
+                delivered = True
+                self.messages += 1
                 self.owner.on_stream_message(event.data, self.peer)
             elif isinstance(event, KeepAlivePong):
                 self.write(event.data)
             else:
                 self._fail(event, self.peer)
                 return
+        # Until its first message an accepted connection stays pending since its accept:
+        # keep-alives or dribbled bytes do not buy it time.
+        if self.messages or self.outbound:
+            if not self._framer.buffered:
+                self.pending_since = -1.0
+            elif delivered or self.pending_since < 0:
+                self.pending_since = now
 
     def eof_received(self) -> bool | None:
         return None  # close our side too
@@ -101,6 +130,11 @@ class StreamConnection(asyncio.Protocol):
         self.owner.on_stream_closed(self, reason, [])
 
     # ------------------------------------------------------------------ used by the owner
+
+    @property
+    def buffered(self) -> int:
+        """Bytes of an incomplete message received so far."""
+        return self._framer.buffered
 
     def write(self, data: bytes, context: object = None) -> bool:
         """Send bytes (queued while connecting); False when the connection is gone.
@@ -116,7 +150,7 @@ class StreamConnection(asyncio.Protocol):
             return True
         if self._transport.is_closing():
             return False
-        if self._transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
+        if self._transport.get_write_buffer_size() > self._max_write_buffer:
             self._close_reason = "peer is not reading: write buffer full"
             self._transport.abort()
             return False

@@ -4,8 +4,10 @@ side), built from an interface's TlsSettings."""
 from __future__ import annotations
 
 import ssl
+from typing import TYPE_CHECKING
 
-from sbc.config import TlsSettings
+if TYPE_CHECKING:  # sbc.config imports sbc.transport.limits: no import at run time
+    from sbc.config import TlsSettings
 
 
 class TlsSetupError(Exception):
@@ -17,6 +19,8 @@ def server_context(settings: TlsSettings) -> ssl.SSLContext:
     verify_peer is set (mutual TLS, checked against `ca`)."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    # TLS 1.2 renegotiation lets a client make us redo the costly handshake at will.
+    context.options |= ssl.OP_NO_RENEGOTIATION
     _load_chain(context, settings)
     if settings.verify_peer:
         context.verify_mode = ssl.CERT_REQUIRED
@@ -28,8 +32,10 @@ def server_context(settings: TlsSettings) -> ssl.SSLContext:
 
 def client_context(settings: TlsSettings) -> ssl.SSLContext:
     """Context for connecting out: the server is verified (chain and host name) against `ca`,
-    or the system store when no ca is given, unless verify_peer is off. Our own certificate
-    is presented so peers that require mutual TLS accept us."""
+    or the system store when no ca is given, unless verify_peer is off. The name checked is
+    the server_hostname the connection passes (TransportLayer: the server name set for the
+    address, else the address). Our own certificate is presented so peers that require
+    mutual TLS accept us."""
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     _load_chain(context, settings)

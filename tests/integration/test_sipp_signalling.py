@@ -23,7 +23,13 @@ ITSP_HOST = "127.0.0.20"
 def sbc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SbcProcess]:
     # T1 = 0.2 s: Timer G resends a 403 whose ACK was not absorbed well within the INVITE
     # scenario's final 0.5 s pause.
-    with SbcProcess(tmp_path_factory.mktemp("sbc"), ipv6=IPV6, sip={"t1": 0.2}) as process:
+    # The OPTIONS load below (150/s from one address) is what the edge guard blocks as a
+    # flood from a stranger: these load generators are declared trusted, as a monitoring
+    # system would be. The flood defence itself is tested in test_security.py.
+    trusted = f"security: {{trusted: ['{PBX_HOST}/32', '{ITSP_HOST}/32']}}\n"
+    with SbcProcess(
+        tmp_path_factory.mktemp("sbc"), ipv6=IPV6, sip={"t1": 0.2}, extra_yaml=trusted
+    ) as process:
         yield process
 
 
