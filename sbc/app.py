@@ -69,7 +69,10 @@ class SignallingService:
     def __init__(self, config: Config) -> None:
         self.config = config
         sip = config.sip
-        self.transactions = TransactionLayer(TimerSettings(t1=sip.t1, t2=sip.t2, t4=sip.t4))
+        self.transactions = TransactionLayer(
+            TimerSettings(t1=sip.t1, t2=sip.t2, t4=sip.t4),
+            max_per_source=sip.max_transactions_per_source,
+        )
         self.transport = TransportLayer(
             config.interfaces.values(),
             self.on_message,

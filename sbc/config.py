@@ -165,6 +165,8 @@ class SipSettings:
     t4: float = 5.0
     max_message_size: int = 65535
     user_agent: str | None = None
+    # Server transactions one source address may hold at once; more get 503 (no state).
+    max_transactions_per_source: int = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -853,7 +855,7 @@ def _read_log(top: _Section) -> LogSettings:
 
 
 def _read_sip(top: _Section) -> SipSettings:
-    keys = ("t1", "t2", "t4", "max_message_size", "user_agent")
+    keys = ("t1", "t2", "t4", "max_message_size", "user_agent", "max_transactions_per_source")
     section = _optional_section(top, "sip", keys)
     if section is None:
         return SipSettings()
@@ -866,6 +868,11 @@ def _read_sip(top: _Section) -> SipSettings:
             "max_message_size", lambda n: n.integer(1), defaults.max_message_size
         ),
         user_agent=section.get("user_agent", _Node.string, None),
+        max_transactions_per_source=section.get(
+            "max_transactions_per_source",
+            lambda n: n.integer(1),
+            defaults.max_transactions_per_source,
+        ),
     )
     if sip.t2 < sip.t1 and section.has("t2"):
         # RFC 3261 §17.1.2.2: T2 caps the retransmit interval that starts at T1.

@@ -836,3 +836,46 @@ def test_server_invite_ack_before_any_final_goes_to_tu() -> None:
     ack = request("ACK", to_tag="sbc-1")  # matches the INVITE but nothing final was sent
     assert layer.receive(ack, PBX["udp"], 0.1) == [AckReceived(ack, PBX["udp"])]
     assert layer.state(key) is ServerInviteState.PROCEEDING
+
+
+def test_server_transactions_per_source_are_capped_and_given_back() -> None:
+    # One address may not hold more than max_per_source transactions (each keeps its
+    # request for Timer J): beyond it, a stateless 503 with Retry-After and no state kept.
+    layer = TransactionLayer(TimerSettings(), max_per_source=2)
+    source = Peer("udp", "192.0.2.99", 5060, "ext/udp:198.51.100.1:5060")
+    other = Peer("udp", "192.0.2.98", 5060, "ext/udp:198.51.100.1:5060")
+
+    def options(branch: str, peer: Peer = source) -> Request:
+        text = (
+            f"OPTIONS sip:sbc@198.51.100.1 SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP {peer.host}:5060;branch=z9hG4bK{branch}\r\n"
+            "From: <sip:a@example.com>;tag=1\r\nTo: <sip:sbc@198.51.100.1>\r\n"
+            f"Call-ID: {branch}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )
+        message = parse(text.encode())
+        assert isinstance(message, Request)
+        return message
+
+    now = 100.0
+    keys = []
+    for branch in ("a", "b"):
+        received = [
+            a for a in layer.receive(options(branch), source, now) if isinstance(a, RequestReceived)
+        ]
+        assert len(received) == 1
+        keys.append(received[0].txn_key)
+    refused = layer.receive(options("c"), source, now)
+    assert len(refused) == 1 and isinstance(refused[0], Send)
+    answer = refused[0].message
+    assert isinstance(answer, Response) and answer.status == 503
+    assert answer.header("Retry-After") == "5" and layer.refused_per_source == 1
+    assert len(layer) == 2
+    # Another address is not affected; once a transaction ends, the source may have one more.
+    assert any(
+        isinstance(a, RequestReceived) for a in layer.receive(options("d", other), other, now)
+    )
+    layer.send_response(keys[0], make_response(options("a"), 200), now)
+    layer.on_timer(now + 64)  # Timer J: the completed transactions end
+    assert any(
+        isinstance(a, RequestReceived) for a in layer.receive(options("e"), source, now + 64)
+    )

@@ -9,7 +9,7 @@ import itertools
 import secrets
 
 from sbc.sip.headers import Via
-from sbc.sip.message import Message, Request, Response
+from sbc.sip.message import Message, Request, Response, make_response, new_tag
 from sbc.sip.peer import Peer, response_peer
 from sbc.sip.transaction.client import (
     ClientInviteState,
@@ -73,8 +73,15 @@ class TransactionLayer:
     """All transactions of one SIP stack. Inputs take `now`; outputs are Send actions and
     events for the TU. Call on_timer(now) when next_deadline() passes."""
 
-    def __init__(self, settings: TimerSettings | None = None) -> None:
+    def __init__(
+        self, settings: TimerSettings | None = None, *, max_per_source: int | None = None
+    ) -> None:
         self.settings = settings if settings is not None else TimerSettings()
+        # Server transactions one source address may hold at once (each keeps its request
+        # for Timer J/H, up to 32 s): beyond it, 503 + Retry-After and no state kept.
+        self.max_per_source = max_per_source
+        self._per_source: dict[str, int] = {}
+        self.refused_per_source = 0
         self._clients: dict[TxnKey, ClientTransaction] = {}
         self._servers: dict[TxnKey, ServerTransaction] = {}
         self._rfc2543: dict[tuple[object, ...], TxnKey] = {}
@@ -168,6 +175,14 @@ class TransactionLayer:
     ) -> list[Action]:
         method = req.method
         dest = response_peer(req.via, source)  # RFC 3261 §18.2.2, RFC 3581 §4
+        limit = self.max_per_source
+        if limit is not None:
+            held = self._per_source.get(source.host, 0)
+            if held >= limit:
+                self.refused_per_source += 1
+                busy = make_response(req, 503, headers=[("Retry-After", "5")], to_tag=new_tag())
+                return [Send(dest, busy)]
+            self._per_source[source.host] = held + 1
         txn: ServerTransaction
         if method == "INVITE":
             txn = ServerInviteTransaction(key, req, source, dest, self.settings)
@@ -303,7 +318,13 @@ class TransactionLayer:
             txn.armed.clear()
             key = txn.key
             if isinstance(txn, ServerInviteTransaction | ServerNonInviteTransaction):
-                self._servers.pop(key, None)
+                if self._servers.pop(key, None) is not None and self.max_per_source is not None:
+                    host = txn.source.host
+                    left = self._per_source.get(host, 1) - 1
+                    if left > 0:
+                        self._per_source[host] = left
+                    else:
+                        self._per_source.pop(host, None)
                 match_key = txn.match_key
                 if match_key is not None and self._rfc2543.get(match_key) == key:
                     del self._rfc2543[match_key]
