@@ -72,6 +72,7 @@ class SignallingService:
         self.transactions = TransactionLayer(
             TimerSettings(t1=sip.t1, t2=sip.t2, t4=sip.t4),
             max_per_source=sip.max_transactions_per_source,
+            exempt=lambda host: self.guard.is_trusted(host),
         )
         self.transport = TransportLayer(
             config.interfaces.values(),

@@ -838,6 +838,18 @@ def test_server_invite_ack_before_any_final_goes_to_tu() -> None:
     assert layer.state(key) is ServerInviteState.PROCEEDING
 
 
+def _options_from(host: str, branch: str) -> Request:
+    text = (
+        f"OPTIONS sip:sbc@198.51.100.1 SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP {host}:5060;branch=z9hG4bK{branch}\r\n"
+        "From: <sip:a@example.com>;tag=1\r\nTo: <sip:sbc@198.51.100.1>\r\n"
+        f"Call-ID: {branch}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    )
+    message = parse(text.encode())
+    assert isinstance(message, Request)
+    return message
+
+
 def test_server_transactions_per_source_are_capped_and_given_back() -> None:
     # One address may not hold more than max_per_source transactions (each keeps its
     # request for Timer J): beyond it, a stateless 503 with Retry-After and no state kept.
@@ -846,15 +858,7 @@ def test_server_transactions_per_source_are_capped_and_given_back() -> None:
     other = Peer("udp", "192.0.2.98", 5060, "ext/udp:198.51.100.1:5060")
 
     def options(branch: str, peer: Peer = source) -> Request:
-        text = (
-            f"OPTIONS sip:sbc@198.51.100.1 SIP/2.0\r\n"
-            f"Via: SIP/2.0/UDP {peer.host}:5060;branch=z9hG4bK{branch}\r\n"
-            "From: <sip:a@example.com>;tag=1\r\nTo: <sip:sbc@198.51.100.1>\r\n"
-            f"Call-ID: {branch}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
-        )
-        message = parse(text.encode())
-        assert isinstance(message, Request)
-        return message
+        return _options_from(peer.host, branch)
 
     now = 100.0
     keys = []
@@ -879,3 +883,12 @@ def test_server_transactions_per_source_are_capped_and_given_back() -> None:
     assert any(
         isinstance(a, RequestReceived) for a in layer.receive(options("e"), source, now + 64)
     )
+
+
+def test_exempt_sources_are_not_capped() -> None:
+    layer = TransactionLayer(TimerSettings(), max_per_source=1, exempt=lambda host: True)
+    source = Peer("udp", "192.0.2.99", 5060, "ext/udp:198.51.100.1:5060")
+    for branch in ("x1", "x2", "x3"):
+        actions = layer.receive(_options_from(source.host, branch), source, 1.0)
+        assert any(isinstance(a, RequestReceived) for a in actions)
+    assert layer.refused_per_source == 0 and len(layer) == 3

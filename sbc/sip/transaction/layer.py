@@ -7,6 +7,7 @@ import enum
 import heapq
 import itertools
 import secrets
+from collections.abc import Callable
 
 from sbc.sip.headers import Via
 from sbc.sip.message import Message, Request, Response, make_response, new_tag
@@ -74,7 +75,11 @@ class TransactionLayer:
     events for the TU. Call on_timer(now) when next_deadline() passes."""
 
     def __init__(
-        self, settings: TimerSettings | None = None, *, max_per_source: int | None = None
+        self,
+        settings: TimerSettings | None = None,
+        *,
+        max_per_source: int | None = None,
+        exempt: Callable[[str], bool] | None = None,
     ) -> None:
         self.settings = settings if settings is not None else TimerSettings()
         # Server transactions one source address may hold at once (each keeps its request
@@ -82,6 +87,9 @@ class TransactionLayer:
         self.max_per_source = max_per_source
         self._per_source: dict[str, int] = {}
         self.refused_per_source = 0
+        # Sources the cap does not apply to (a PBX or trunk: their rate is the business);
+        # asked only when a source reaches the cap.
+        self._exempt = exempt or (lambda host: False)
         self._clients: dict[TxnKey, ClientTransaction] = {}
         self._servers: dict[TxnKey, ServerTransaction] = {}
         self._rfc2543: dict[tuple[object, ...], TxnKey] = {}
@@ -178,7 +186,7 @@ class TransactionLayer:
         limit = self.max_per_source
         if limit is not None:
             held = self._per_source.get(source.host, 0)
-            if held >= limit:
+            if held >= limit and not self._exempt(source.host):
                 self.refused_per_source += 1
                 busy = make_response(req, 503, headers=[("Retry-After", "5")], to_tag=new_tag())
                 return [Send(dest, busy)]
