@@ -117,13 +117,16 @@ class TrunkLab:
         strategy: str = "priority",
         sip: dict[str, object] | None = None,
         trunk_timeout: float = 60.0,
+        extra_yaml: str = "",
     ) -> None:
+        """`extra_yaml`: more top-level config appended as is (e.g. admission, fraud)."""
         if SIPP is None:
             raise RuntimeError("sipp is not installed (Debian package sip-tester)")
         self.tmp_path = tmp_path
         self.strategy = strategy
         self.sip = dict(sip or {})
         self.trunk_timeout = trunk_timeout  # SIPp -timeout of the trunks: a safety net only
+        self.extra_yaml = extra_yaml
         picker = PortPicker()
         used = picker.used
         self.internal_port = picker.port(SBC_INTERNAL)
@@ -177,6 +180,7 @@ class TrunkLab:
             f"strategy: {self.strategy}}}]\n"
             "  inbound: [{match: '.*', pbx: pbx}]\n"
             f"media: {{port_range: [{low}, {high}], timeout: 60}}\n"
+            f"{self.extra_yaml}"
         )
 
     # ------------------------------------------------------------------ lifecycle
