@@ -7,7 +7,14 @@ import sys
 from collections.abc import Callable
 from typing import cast
 
-BENCHMARKS = ("bench.parser", "bench.options_load", "bench.relay", "bench.media", "bench.calls")
+BENCHMARKS = (
+    "bench.parser",
+    "bench.options_load",
+    "bench.relay",
+    "bench.media",
+    "bench.calls",
+    "bench.flood",
+)
 
 
 def main() -> int:

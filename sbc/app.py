@@ -20,7 +20,7 @@ from sbc.config import Config, Pbx
 from sbc.inbound_auth import Accepted, Challenge, InboundAuth
 from sbc.log import get_logger
 from sbc.policy import Admitted, Policy, RequestInfo, Ticket
-from sbc.policy.guard import Blocked, EdgeGuard, TrustedEntry, Verdict
+from sbc.policy.guard import Blocked, BlockKind, EdgeGuard, TrustedEntry, Verdict
 from sbc.resolve import is_literal, resolve_trunks
 from sbc.routing import Rejection, Router
 from sbc.sip.errors import ParseError
@@ -280,6 +280,9 @@ class SignallingService:
         if not events:
             return
         for event in events:
+            if isinstance(event, Blocked) and event.kind is BlockKind.SOURCE:
+                ended = self.transactions.abandon_source(event.key, self._call_owns)
+                self._handle(ended, self._now())
             if isinstance(event, Blocked):
                 security_log.warning(
                     "security.blocked",
@@ -308,6 +311,9 @@ class SignallingService:
                 continue
             for host, port in self.router.gateways(trunk.name):
                 self.transport.set_tls_server_name(host, port, trunk.proxy.host)
+
+    def _call_owns(self, key: TxnKey) -> bool:
+        return self.calls.for_transaction(key) is not None
 
     def _trusted(self) -> list[TrustedEntry]:
         """Never blocked by the guard: every PBX's trusted networks and trunk address."""
@@ -398,6 +404,11 @@ class SignallingService:
         except ParseError as err:
             response = error_response(bytes(request), err)
         if response is None:
+            return
+        if self.guard.blocked(event.source.host, now):
+            # Handling this request blocked its source (the guess that trips the digest
+            # lockout, one unknown number too many): it gets no answer either.
+            self._handle(self.transactions.abandon(event.txn_key), now)
             return
         sip_log.debug(
             "sip.response_sent", method=method, status=response.status, source=str(event.source)

@@ -306,6 +306,12 @@ class EdgeGuard:
             block.until = now + self._block_time
         return False
 
+    def blocked(self, host: str, now: float) -> bool:
+        """Whether `host` is blocked now (read-only: nothing counted). The caller asks it
+        before answering a request whose handling may just have blocked its source."""
+        block = self._blocked.get(host)
+        return block is not None and now < block.until
+
     def _dense(self, host: str, count: int, now: float) -> bool:
         """The slow path once a source passes half its limit in this interval: estimate its
         rate over the last full window, the current count plus the previous interval's

@@ -892,3 +892,25 @@ def test_exempt_sources_are_not_capped() -> None:
         actions = layer.receive(_options_from(source.host, branch), source, 1.0)
         assert any(isinstance(a, RequestReceived) for a in actions)
     assert layer.refused_per_source == 0 and len(layer) == 3
+
+
+def test_abandoned_server_transactions_end_unanswered_and_never_retransmit() -> None:
+    # A source blocked by the edge guard gets nothing more: not the answer to the request
+    # that tripped the block, nor retransmissions of answers it no longer ACKs.
+    layer = TransactionLayer(TimerSettings(), max_per_source=10)
+    source = Peer("udp", "192.0.2.99", 5060, "ext/udp:198.51.100.1:5060")
+    keys = []
+    for branch in ("ab1", "ab2", "ab3"):
+        received = [
+            a
+            for a in layer.receive(_options_from(source.host, branch), source, 1.0)
+            if isinstance(a, RequestReceived)
+        ]
+        keys.append(received[0].txn_key)
+    layer.send_response(keys[0], make_response(_options_from(source.host, "ab1"), 200), 1.0)
+    ended = layer.abandon_source(source.host, keep=lambda key: key == keys[2])
+    assert {a.txn_key for a in ended if isinstance(a, Terminated)} == {keys[0], keys[1]}
+    assert len(layer) == 1 and keys[2] in layer
+    assert layer.on_timer(1000.0) == []  # no Timer J retransmission state left for them
+    assert layer.abandon(keys[0]) == []
+    assert [type(a) for a in layer.abandon(keys[2])] == [Terminated]

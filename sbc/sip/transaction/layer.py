@@ -215,6 +215,26 @@ class TransactionLayer:
         found = self._rfc2543.get(_rfc2543_key(cancel, "INVITE", cancel.to_tag))
         return found if found is not None and found in self._servers else None
 
+    def abandon(self, key: TxnKey) -> list[Action]:
+        """End a server transaction without answering (its source was just blocked: an
+        answer would tell a scanner we exist). [Terminated] when it existed, else []."""
+        txn = self._servers.get(key)
+        if txn is None:
+            return []
+        txn.abort()
+        return self._settle(txn, [])
+
+    def abandon_source(self, host: str, keep: Callable[[TxnKey], bool]) -> list[Action]:
+        """End, unanswered and without retransmissions, every server transaction of `host`
+        except those `keep` names (a call's, which the call ends properly). A source
+        blocked after its INVITE was answered 401/407 would otherwise get that answer
+        again until Timer H, since its ACKs are dropped now."""
+        actions: list[Action] = []
+        for key, txn in list(self._servers.items()):
+            if txn.source.host == host and not keep(key):
+                actions += self.abandon(key)
+        return actions
+
     # ----- from the TU -----------------------------------------------------------------
     def send_request(self, request: Request, dest: Peer, now: float) -> tuple[TxnKey, list[Action]]:
         """Start a client transaction. The TU has put a top Via with a fresh branch (new_branch())."""

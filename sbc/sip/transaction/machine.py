@@ -81,6 +81,13 @@ class Transaction(Generic[S]):
     def terminated(self) -> bool:
         return self.state is self._terminated
 
+    def abort(self) -> None:
+        """End here, whatever the state: no timer fires, nothing more is sent. For the
+        owner that decided the peer gets no answer at all (not an RFC 3261 transition)."""
+        self.state = self._terminated
+        self.timers.clear()
+        self.armed.clear()
+
     def _next(self, event: Input) -> S:
         """The state `event` leads to from the current one; raises if the table forbids it."""
         new = self._table.get((self.state, event))
