@@ -355,9 +355,16 @@ class CallAdapter:
 
     def _configure_media(self, entry: _Entry, views: tuple[SdpView, SdpView]) -> None:
         """Codec, SRTP keys and DTMF handling of each stream, as the latest SDP says."""
+        old = entry.views
         entry.views = views
         key = entry.setup.call_key
-        for leg_id, (ours, theirs) in zip((LegId.A, LegId.B), views, strict=True):
+        for index, (leg_id, (ours, theirs)) in enumerate(
+            zip((LegId.A, LegId.B), views, strict=True)
+        ):
+            if old is not None and old[index][0] is ours and old[index][1] is theirs:
+                continue  # this leg's SDP did not change
+            if ours is None or theirs is None:
+                continue  # an offer not answered yet: nothing agreed to configure
             leg = entry.call.a if leg_id is LegId.A else entry.call.b
             plans = plan_leg(ours, theirs, leg.policy.dtmf)
             if plans == entry.plans.get(leg_id):

@@ -9,7 +9,7 @@ import base64
 from media.plan import LegMedia, SrtpKeys
 from sbc.sdp import SdpError, SessionDescription
 from sbc.sdp.crypto import CryptoAttribute, parse_crypto
-from sbc.sdp.model import MediaSection
+from sbc.sdp.model import STATIC_PAYLOAD_TYPES, MediaSection
 from sbc.sdp.telephone_event import TELEPHONE_EVENT, event_payload_type
 
 _NOT_CODECS = frozenset({TELEPHONE_EVENT, "cn", "red", "ulpfec", "flexfec", "rtx"})
@@ -67,8 +67,9 @@ def _main_codec(theirs: MediaSection, ours: MediaSection | None) -> tuple[str, i
     answer's order wins, RFC 3264 §6.1), else its first."""
     shared = set(ours.formats) if ours is not None else set(theirs.formats)
     first: tuple[str, int] | None = None
+    maps = theirs.rtpmaps()
     for pt in theirs.formats:
-        rtpmap = theirs.rtpmap(pt)
+        rtpmap = maps.get(pt) or STATIC_PAYLOAD_TYPES.get(pt)
         if rtpmap is None or rtpmap.encoding.casefold() in _NOT_CODECS:
             continue
         found = (rtpmap.encoding, rtpmap.clock_rate)

@@ -140,6 +140,8 @@ def secure(
     answer is checked against the offer we made its sender (488 when it breaks it) and the
     answer toward the offerer is built from that offerer's offer and policy."""
     source, target = policies
+    if source is SrtpPolicy.OFF and target is SrtpPolicy.OFF and _plain(sdp):
+        return sdp  # the common case, plain RTP on both sides: nothing to check or change
     session = tuple(line for line in sdp.session if not line.is_attribute("crypto"))
     media: list[MediaSection] = []
     if answers is None:
@@ -161,6 +163,15 @@ def secure(
         else:
             media.append(strip_crypto(section))
     return replace(sdp, session=session, media=tuple(media))
+
+
+def _plain(sdp: SessionDescription) -> bool:
+    """No a=crypto anywhere and no secure profile: nothing SDES to decide."""
+    if any(line.is_attribute("crypto") for line in sdp.session):
+        return False
+    return all(
+        "SAVP" not in section.proto and not section.has_attribute("crypto") for section in sdp.media
+    )
 
 
 def _cryptos(section: MediaSection) -> tuple[CryptoAttribute, ...]:

@@ -448,6 +448,10 @@ class MediaSection(_Attributes):
     lines: tuple[SdpLine, ...]
     # The m= line parsed once: port, formats and media are read many times per crossing.
     _media_line: MediaLine | None = field(default=None, init=False, repr=False, compare=False)
+    # The a=rtpmap lines parsed once: codec policy, DTMF and the media plan all read them.
+    _rtpmaps: dict[str, RtpMap] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         if not self.lines or self.lines[0].kind != "m":
@@ -494,11 +498,27 @@ class MediaSection(_Attributes):
     def is_rtp(self) -> bool:
         return self.media_line.is_rtp
 
+    def rtpmaps(self) -> dict[str, RtpMap]:
+        """Every a=rtpmap of the section by payload type, read in one pass (the first line
+        of a payload type wins); static payload types without one are not included."""
+        cached = self._rtpmaps
+        if cached is not None:
+            return cached
+        found: dict[str, RtpMap] = {}
+        for value in self.attributes("rtpmap"):
+            if value is None:
+                continue
+            pt = value.split(maxsplit=1)[0] if value.strip() else ""
+            if pt and pt not in found:
+                found[pt] = RtpMap.parse(value)
+        object.__setattr__(self, "_rtpmaps", found)
+        return found
+
     def rtpmap(self, payload_type: str, *, static_default: bool = True) -> RtpMap | None:
         """The a=rtpmap of a payload type; for a static one without it, RFC 3551's meaning."""
-        for value in self.attributes("rtpmap"):
-            if value is not None and value.split(maxsplit=1)[:1] == [payload_type]:
-                return RtpMap.parse(value)
+        found = self.rtpmaps().get(payload_type)
+        if found is not None:
+            return found
         return STATIC_PAYLOAD_TYPES.get(payload_type) if static_default else None
 
     def fmtp(self, payload_type: str) -> str | None:

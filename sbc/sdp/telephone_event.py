@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from sbc.sdp.model import MediaSection, SdpLine, SessionDescription
+from sbc.sdp.model import STATIC_PAYLOAD_TYPES, MediaSection, SdpLine, SessionDescription
 
 TELEPHONE_EVENT = "telephone-event"
 DEFAULT_PAYLOAD_TYPE = 101  # the number most equipment uses; any free dynamic one will do
@@ -17,8 +17,9 @@ def telephone_events(section: MediaSection) -> dict[int, int]:
     found: dict[int, int] = {}
     if section.media != "audio" or not section.is_rtp:
         return found
+    maps = section.rtpmaps()
     for pt in section.formats:
-        rtpmap = section.rtpmap(pt, static_default=False)
+        rtpmap = maps.get(pt)
         if rtpmap is not None and rtpmap.encoding.casefold() == TELEPHONE_EVENT:
             found[int(pt)] = rtpmap.clock_rate
     return found
@@ -27,8 +28,9 @@ def telephone_events(section: MediaSection) -> dict[int, int]:
 def main_clock_rate(section: MediaSection) -> int:
     """The clock rate of the first real codec (telephone-event must match it, RFC 4733
     §2.1: its timestamps count in the audio's units); 8000 when it cannot be told."""
+    maps = section.rtpmaps()
     for pt in section.formats:
-        rtpmap = section.rtpmap(pt)
+        rtpmap = maps.get(pt) or STATIC_PAYLOAD_TYPES.get(pt)
         if rtpmap is not None and rtpmap.encoding.casefold() not in (TELEPHONE_EVENT, "cn"):
             return rtpmap.clock_rate
     return 8000
