@@ -449,9 +449,7 @@ class MediaSection(_Attributes):
     # The m= line parsed once: port, formats and media are read many times per crossing.
     _media_line: MediaLine | None = field(default=None, init=False, repr=False, compare=False)
     # The a=rtpmap lines parsed once: codec policy, DTMF and the media plan all read them.
-    _rtpmaps: dict[str, RtpMap] | None = field(
-        default=None, init=False, repr=False, compare=False
-    )
+    _rtpmaps: dict[str, RtpMap] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.lines or self.lines[0].kind != "m":
