@@ -10,7 +10,6 @@ answer: what each call got is read from its -trace_msg file, what the ITSP saw f
 from __future__ import annotations
 
 import re
-import subprocess
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,11 +18,8 @@ from pathlib import Path
 import pytest
 
 from tests.support.calls import CallLab, TracedMessage, parse_trace
-from tests.support.sipp import SCENARIOS, SIPP, _read
+from tests.support.sipp import SIPP, _read
 from tests.support.trunklab import (
-    PBX_HOST,
-    SBC_INTERNAL,
-    SIPP_LOOPS,
     SippTally,
     TrunkLab,
     TrunkSpec,
@@ -80,46 +76,22 @@ def place(
 ) -> PbxRun:
     """Run the PBX SIPp (admission_uac.xml) to `number` until it has placed `calls` calls at
     `rate` calls/s (at most `limit` at once), each held `hold_ms`; bounded by -timeout."""
-    assert SIPP is not None
     workdir = lab.tmp_path / name
     workdir.mkdir()
     trace = workdir / "pbx_messages.log"
-    command = [
-        SIPP,
-        f"{SBC_INTERNAL}:{lab.internal_port}",
-        "-sf", str(SCENARIOS / PBX_SCENARIO),
-        "-t", "u1",
-        "-i", PBX_HOST,
-        "-p", str(lab.pbx_port),
-        "-mp", str(lab.pbx_media),
-        "-s", number,
-        "-m", str(calls),
-        "-r", f"{rate:g}",
-        "-d", str(hold_ms),
-        "-timeout", f"{timeout:g}s",
-        "-recv_timeout", "5000",
-        "-nostdin",
-        "-trace_msg", "-message_file", str(trace),
-        *SIPP_LOOPS,
-        *lab._trace_args(workdir, "pbx"),
-    ]  # fmt: skip
+    extra = ["-trace_msg", "-message_file", str(trace)]
     if limit is not None:
-        command += ["-l", str(limit)]
-    (workdir / "pbx_command.txt").write_text(" ".join(command) + "\n")
-    try:
-        completed = subprocess.run(
-            command,
-            cwd=workdir,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            errors="replace",
-            timeout=timeout + 10,
-        )
-        code, stderr = completed.returncode, completed.stderr
-    except subprocess.TimeoutExpired as exc:
-        code, stderr = -9, f"sipp killed after {timeout + 10:g} s: {exc}"
-    tally = lab._tally("pbx", workdir, code, stderr)
+        extra += ["-l", str(limit)]
+    tally = lab.run_pbx(
+        workdir,
+        PBX_SCENARIO,
+        number,
+        calls,
+        rate=rate,
+        hold_ms=hold_ms,
+        timeout=timeout,
+        extra=extra,
+    )
     return PbxRun(tally, parse_trace(_read(trace)))
 
 

@@ -17,6 +17,7 @@ from sbc.sip.message import Request, parse
 from sbc.sip.peer import Peer
 from sbc.transport import ListenerError, TransportLayer
 from tests.support import free_port, ipv6_available, make_self_signed_cert, sip_request
+from tests.support.layer import Inbox, Runner
 
 HOST = "127.0.0.1"
 
@@ -27,34 +28,6 @@ def interface(name: str, *listen: str, host: str = HOST) -> Interface:
         transport, _, port = item.partition(":")
         addresses.append(ListenAddress(transport, host, int(port)))
     return Interface(name, tuple(addresses), None, host)
-
-
-class Inbox:
-    """Collects what the layer delivers; `wait(n)` resolves when n messages arrived."""
-
-    def __init__(self) -> None:
-        self.messages: list[tuple[bytes, Peer]] = []
-        self.errors: list[tuple[Peer, str, object]] = []
-        self._changed = asyncio.Event()
-
-    def on_message(self, data: bytes, source: Peer) -> None:
-        self.messages.append((data, source))
-        self._changed.set()
-
-    def on_error(self, peer: Peer, reason: str, context: object) -> None:
-        self.errors.append((peer, reason, context))
-        self._changed.set()
-
-    async def wait(self, predicate: Callable[[], bool], timeout: float = 3.0) -> None:
-        async def loop() -> None:
-            while not predicate():
-                self._changed.clear()
-                await self._changed.wait()
-
-        await asyncio.wait_for(loop(), timeout)
-
-
-Runner = Callable[[Callable[[], Awaitable[None]]], None]
 
 
 @pytest.fixture(params=["asyncio", "uvloop"])

@@ -229,25 +229,44 @@ class TrunkLab:
     ) -> SippTally:
         """Run the PBX SIPp until it has placed `calls` calls at `rate` calls/s, each held
         `hold_ms` before its BYE; bounded by SIPp's -timeout (and a kill a bit later)."""
-        assert SIPP is not None
         self._pbx_runs += 1
         workdir = self.tmp_path / f"pbx{self._pbx_runs}"
         workdir.mkdir()
+        return self.run_pbx(
+            workdir, UAC_SCENARIO, NUMBER, calls, rate=rate, hold_ms=hold_ms, timeout=timeout
+        )
+
+    def run_pbx(
+        self,
+        workdir: Path,
+        scenario: str,
+        number: str,
+        calls: int,
+        *,
+        rate: float = 100.0,
+        hold_ms: int = 100,
+        timeout: float = 30.0,
+        extra: Sequence[str] = (),
+    ) -> SippTally:
+        """The PBX SIPp running `scenario` (tests/scenarios) in `workdir` toward `number`;
+        `extra`: more SIPp options (e.g. -l, message tracing)."""
+        assert SIPP is not None
         command = [
             SIPP,
             f"{SBC_INTERNAL}:{self.internal_port}",
-            "-sf", str(SCENARIOS / UAC_SCENARIO),
+            "-sf", str(SCENARIOS / scenario),
             "-t", "u1",
             "-i", PBX_HOST,
             "-p", str(self.pbx_port),
             "-mp", str(self.pbx_media),
-            "-s", NUMBER,
+            "-s", number,
             "-m", str(calls),
             "-r", f"{rate:g}",
             "-d", str(hold_ms),
             "-timeout", f"{timeout:g}s",
             "-recv_timeout", "5000",
             "-nostdin",
+            *extra,
             *SIPP_LOOPS,
             *self._trace_args(workdir, "pbx"),
         ]  # fmt: skip
