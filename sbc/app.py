@@ -221,6 +221,19 @@ class SignallingService:
         log.info("sbc.stats", **self.stats())
         for name, state in self.trunks.states().items():
             log.info("sbc.trunk_state", trunk=name, state=state)
+        now = self._now()
+        for block in self.guard.blocks(now):
+            security_log.info(
+                "sbc.security_block",
+                key=block.key,
+                kind=block.kind.value,
+                reason=block.reason.value,
+                hits=block.hits,
+                left_s=round(block.until - now, 1),
+            )
+        policy = self.policy.snapshot(now)
+        for rule, count in sorted(policy.get("rejections", {}).items()):
+            log.info("sbc.policy_rejections", rule=rule, count=count)
         if isinstance(self.relay, WorkerPool):
             for worker in self.relay.workers:
                 log.info(

@@ -18,7 +18,9 @@ its list) show the tools and the output parsing work, so silence is the SBC's do
 from __future__ import annotations
 
 import itertools
+import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -287,7 +289,12 @@ def test_flooding_source_is_blocked_while_the_trusted_pbx_completes_every_call(
             for line in sbc.log_lines()
             if "event=security.blocked" in line and flooder_host not in line
         ]
+        # The block is visible while it lasts: kill -USR1 lists it.
+        start = len(sbc.log_lines())
+        os.kill(sbc.pid, signal.SIGUSR1)
+        listed = sbc.wait_for_log(r"event=sbc\.security_block ", start=start)
     assert_ok(outcome)
+    assert f"key={flooder_host} " in listed and "reason=flood" in listed, listed
     assert outcome.pbx.result.successful == calls, outcome.describe()
     assert outcome.pbx.result.failed == 0, outcome.describe()
     assert len(blocked) == 1, blocked
