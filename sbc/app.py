@@ -16,7 +16,7 @@ from media.ports import PortPool
 from media.relay import MediaRelay
 from sbc.b2bua import CallSetup
 from sbc.calls import CallAdapter
-from sbc.config import Config, Pbx
+from sbc.config import Config, ConfigError, Pbx, load_config
 from sbc.inbound_auth import Accepted, Challenge, InboundAuth
 from sbc.log import get_logger
 from sbc.policy import Admitted, Policy, RequestInfo, Ticket
@@ -89,13 +89,7 @@ class SignallingService:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
-        # Routing asks the trunks' health (probes) and their live calls at each new call.
-        self.router = Router(
-            config,
-            health=lambda name: self.trunks.health(name),
-            gateway_up=lambda name, gateway: self.trunks.gateway_up(name, gateway),
-            calls=lambda name: self.calls.per_target(name),
-        )
+        self.router = self._new_router(config)
         low, high = config.media.port_range
         self.relay: MediaBackend
         media = config.media
@@ -131,6 +125,74 @@ class SignallingService:
         self.calls.on_call_end = self._call_ended
         self.calls.on_target_moved = self._call_moved
         self._dns_task: asyncio.Task[None] | None = None
+        self._reload_lock = asyncio.Lock()
+        self._reloads: set[asyncio.Task[None]] = set()
+
+    def _new_router(self, config: Config) -> Router:
+        # Routing asks the trunks' health (probes) and their live calls at each new call.
+        return Router(
+            config,
+            health=lambda name: self.trunks.health(name),
+            gateway_up=lambda name, gateway: self.trunks.gateway_up(name, gateway),
+            calls=lambda name: self.calls.per_target(name),
+        )
+
+    def spawn_reload(self, path: str) -> None:
+        """SIGHUP: reload in the background, one reload at a time."""
+
+        async def run() -> None:
+            async with self._reload_lock:
+                try:
+                    await self.reload(path)
+                except Exception:
+                    log.exception("config.reload_failed")
+
+        task = asyncio.ensure_future(run())
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
+    async def reload(self, path: str) -> list[str]:
+        """Read `path` and, when valid, run new calls on it; calls already up finish on the
+        settings they started with (each holds its own CallSetup). Returns the problems
+        that refused it ([] when applied); the running configuration then stays."""
+        try:
+            new = load_config(path)
+        except ConfigError as exc:
+            problems = [str(issue) for issue in exc.issues]
+        else:
+            problems = _needs_restart(self.config, new)
+        if problems:
+            for problem in problems:
+                log.warning("config.reload_refused", problem=problem)
+            return problems
+        old = self.config
+        self.config = new
+        router = self._new_router(new)
+        router.set_trunk_addresses(await resolve_trunks(new))
+        self.router = router
+        trunks = TrunkService(new, router, self.transactions, self._handle)
+        previous, self.trunks = self.trunks, trunks
+        trunks.start(self._now(), previous=previous)
+        self._trunk_names = frozenset(trunk.name for trunk in new.trunks)
+        self.inbound_auth = InboundAuth(new.pbxs, secret=self.inbound_auth.secret)
+        self.policy.reconfigure(new.policy)
+        if new.guard != old.guard:
+            # New thresholds: blocks in force are dropped with the old guard (logged).
+            for info in self.guard.blocks(self._now()):
+                security_log.info("security.unblocked_by_reload", key=info.key)
+            self.guard = EdgeGuard(new.guard, self._trusted())
+        else:
+            self.guard.set_trusted(self._trusted())
+        self._tls_server_names()
+        self._arm_timer()
+        log.info(
+            "config.reloaded",
+            source=new.source,
+            pbxs=len(new.pbxs),
+            trunks=len(new.trunks),
+            live_calls=len(self.calls),
+        )
+        return []
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -675,17 +737,34 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
     try:
         # `kill -USR1 <pid>`: one sbc.stats line (live calls, transactions, media ports).
         loop.add_signal_handler(signal.SIGUSR1, service.log_stats)
+        # `kill -HUP <pid>` (systemctl reload): read the file again; new calls use it.
+        if config.source:
+            loop.add_signal_handler(signal.SIGHUP, lambda: service.spawn_reload(config.source))
     except (NotImplementedError, RuntimeError):  # no signals here (not the main thread)
         pass
     try:
         await (stop or asyncio.Event()).wait()
     finally:
-        try:
-            loop.remove_signal_handler(signal.SIGUSR1)
-        except (NotImplementedError, RuntimeError):
-            pass
+        for signum in (signal.SIGUSR1, signal.SIGHUP):
+            try:
+                loop.remove_signal_handler(signum)
+            except (NotImplementedError, RuntimeError):
+                pass
         await service.close()
         log.info("sbc.stopped", node=config.node)
+
+
+# What a reload cannot change in a running process (sockets are bound, workers started):
+# named so the operator knows a restart is needed, and the reload is refused as a whole.
+_RESTART_KEYS = ("node", "log", "sip", "interfaces", "media", "connections")
+
+
+def _needs_restart(old: Config, new: Config) -> list[str]:
+    return [
+        f"{new.source}: {key}: changed; this takes a restart (the reload was not applied)"
+        for key in _RESTART_KEYS
+        if getattr(old, key) != getattr(new, key)
+    ]
 
 
 def _tune_gc() -> None:

@@ -841,7 +841,15 @@ _TRUNK_KEYS = (
 _REGISTRATION_KEYS = ("user", "domain", "registrar", "expires")
 _PROBE_KEYS = ("interval", "up_after", "down_after")
 STRATEGIES = ("priority", "weighted", "round_robin", "least_calls")
-_CREDENTIAL_KEYS = ("username", "password", "auth_username", "realm")
+_CREDENTIAL_KEYS = (
+    "username",
+    "password",
+    "password_file",
+    "password_env",
+    "auth_username",
+    "realm",
+)
+_SECRET_KEYS = ("password", "password_file", "password_env")
 
 
 def _read_log(top: _Section) -> LogSettings:
@@ -1093,7 +1101,7 @@ def _read_pbx_auth(pbx: _Section) -> PbxAuth | None:
     users: list[tuple[str, str]] = []
     for name in users_section.data:
         try:
-            users.append((str(name), users_section.node(name).string()))
+            users.append((str(name), _read_user_secret(users_section.node(name))))
         except _Invalid:
             pass
     if not users:
@@ -1102,6 +1110,14 @@ def _read_pbx_auth(pbx: _Section) -> PbxAuth | None:
     default: tuple[str, ...] = ("SHA-256", "MD5")
     algorithms = section.get("algorithms", _read_algorithms, default)
     return PbxAuth(realm, tuple(users), algorithms)
+
+
+def _read_user_secret(node: _Node) -> str:
+    """A PBX user's password: a string, or {password_file: ...} / {password_env: ...}."""
+    if isinstance(node.value, str):
+        return node.string()
+    section = node.mapping(_SECRET_KEYS)
+    return _read_secret(section)
 
 
 def _read_algorithms(node: _Node) -> tuple[str, ...]:
@@ -1241,6 +1257,45 @@ def _read_probe(trunk: _Section) -> ProbeConfig | None:
     )
 
 
+def _base_dir(checker: _Checker) -> str:
+    """Relative paths in the file are relative to the file's directory."""
+    name = checker.filename
+    return os.path.dirname(name) if name and not name.startswith("<") else ""
+
+
+def _read_secret(section: _Section) -> str:
+    """A password written inline (`password`), read from a file (`password_file`: its
+    first line, so the secret stays out of the configuration) or from the environment
+    (`password_env`: a variable's name). Exactly one of them."""
+    given = [key for key in _SECRET_KEYS if section.data.get(key) is not None]
+    if len(given) != 1:
+        where = " and ".join(given) if given else "none of them"
+        section.checker.fail(
+            section.line,
+            section.path,
+            f"give one of password, password_file, password_env ({where} given)",
+        )
+    key = given[0]
+    node = section.node(key)
+    if key == "password":
+        return node.string()
+    if key == "password_env":
+        name = node.string()
+        value = os.environ.get(name)
+        if not value:
+            node.fail(f"environment variable {name} is not set or empty")
+        return value
+    path = os.path.join(_base_dir(section.checker), node.string())
+    try:
+        with open(path, encoding="utf-8") as stream:
+            value = stream.readline().rstrip("\r\n")
+    except OSError as exc:
+        node.fail(f"cannot read {path}: {exc.strerror or exc}")
+    if not value:
+        node.fail(f"{path} is empty")
+    return value
+
+
 def _read_credentials(trunk: _Section) -> TrunkCredentials | None:
     if trunk.data.get("credentials") is None:
         return None
@@ -1249,7 +1304,7 @@ def _read_credentials(trunk: _Section) -> TrunkCredentials | None:
         return None
     try:
         username = section.node("username").string()
-        password = section.node("password").string()
+        password = _read_secret(section)
     except _Invalid:
         return None
     return TrunkCredentials(

@@ -46,6 +46,7 @@ class InboundAuth:
 
     def __init__(self, pbxs: tuple[Pbx, ...], secret: bytes | None = None) -> None:
         key = secret or os.urandom(32)
+        self.secret = key  # kept across a config reload: nonces already issued stay valid
         self._servers = {
             pbx.name: DigestServer(
                 pbx.auth.realm, key, nonce_lifetime=300.0, algorithms=pbx.auth.algorithms

@@ -7,6 +7,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import Any, Protocol
 
 from sbc.config import Config, Trunk
@@ -139,10 +140,74 @@ class TrunkService:
         self._run(index, registration, registration.retarget(dest, now), now)
 
     # ----- driving ------------------------------------------------------------------------
-    def start(self, now: float) -> None:
+    def start(self, now: float, previous: TrunkService | None = None) -> None:
+        """Build the agents and start them. With `previous` (a config reload), an agent
+        whose settings did not change is taken over as it is (a registration keeps its
+        binding, a prober its verdict), and the previous service's other agents retire
+        here: probers stop, registrations are removed (Expires: 0); answers to requests
+        any of them has in flight now come to this service."""
         self._build()
+        kept: set[int] = set()
+        if previous is not None:
+            kept = self._take_over(previous, now)
         for index, agent in enumerate(self._agents):
-            self._run(index, agent, agent.start(now), now)
+            if id(agent) in kept:
+                self._rearm(index, agent)
+            else:
+                self._run(index, agent, agent.start(now), now)
+        if previous is not None:
+            self._retire(previous, kept, now)
+
+    def _take_over(self, previous: TrunkService, now: float) -> set[int]:
+        kept: set[int] = set()
+        for index, agent in enumerate(self._agents):
+            twin = previous._twin(agent)
+            if twin is None:
+                continue
+            self._agents[index] = twin
+            if isinstance(twin, Prober):
+                self._probers[twin.settings.trunk][_gateway_of(twin)] = twin
+            elif isinstance(twin, Registration) and isinstance(agent, Registration):
+                self._registrations[self._registrations.index(agent)] = twin
+            kept.add(id(twin))
+        self._by_key.update(previous._by_key)
+        return kept
+
+    def _twin(self, agent: Agent) -> Agent | None:
+        """An agent of this service doing exactly what `agent` (built from a new config)
+        would do: same probe settings, or same registration up to where DNS sent it."""
+        if isinstance(agent, Prober):
+            old = self._probers.get(agent.settings.trunk, {}).get(_gateway_of(agent))
+            return old if old is not None and old.settings == agent.settings else None
+        if isinstance(agent, Registration):
+            for old_reg in self._registrations:
+                moved = replace(old_reg.settings, proxy=agent.settings.proxy)
+                if moved == agent.settings and not old_reg.stopped:
+                    return old_reg
+        return None
+
+    def _retire(self, previous: TrunkService, kept: set[int], now: float) -> None:
+        for agent in previous._agents:
+            if id(agent) in kept:
+                continue
+            if isinstance(agent, Prober):
+                agent.stop()
+                continue
+            if isinstance(agent, Registration) and not agent.stopped:
+                # Kept in this service so the answer to its un-REGISTER is heard here.
+                self._agents.append(agent)
+                log.info(
+                    "trunk.registration_removed",
+                    trunk=agent.settings.trunk,
+                    aor=agent.settings.aor,
+                )
+                self._run(len(self._agents) - 1, agent, agent.stop(now), now)
+
+    def _rearm(self, index: int, agent: Agent) -> None:
+        deadline = agent.next_deadline()
+        self._deadlines[index] = deadline
+        if deadline is not None:
+            heapq.heappush(self._timers, (deadline, next(self._seq), index))
 
     def response(self, key: TxnKey, response: Response, now: float) -> bool:
         agent = self._by_key.get(key)
@@ -249,6 +314,11 @@ class TrunkService:
 
 def _gateways(trunk: Trunk, router: Router) -> tuple[Gateway, ...]:
     return router.gateways(trunk.name) or ((trunk.proxy.host, trunk.proxy.port),)
+
+
+def _gateway_of(prober: Prober) -> Gateway:
+    dest = prober.settings.dest
+    return (dest.host, dest.port)
 
 
 def _label(gateway: Gateway) -> str:

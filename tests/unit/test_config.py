@@ -931,3 +931,39 @@ def test_weighted_balancing_needs_one_weight_per_worker() -> None:
         "media.balancing: weighted needs worker_weights with one weight per worker (2), got 1"
         in message
     )
+
+
+# ----------------------------------------------------------------------------- secrets
+
+
+def _with_credentials(fragment: str) -> str:
+    return edited(
+        "    codecs: [PCMU, PCMA, telephone-event]\n",
+        "    codecs: [PCMU, PCMA, telephone-event]\n"
+        f"    credentials: {{username: alice, {fragment}}}\n",
+    )
+
+
+def test_trunk_password_from_a_file_or_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "itsp.secret").write_text("from-file\n")
+    monkeypatch.setenv("SBC_TEST_ITSP_PASSWORD", "from-env")
+    config_file = tmp_path / "sbc.yaml"
+    config_file.write_text(_with_credentials("password_file: itsp.secret"))
+    creds = load_config(config_file).trunk("itsp-a").credentials
+    assert creds is not None and creds.password == "from-file"  # relative to the file
+    config_file.write_text(_with_credentials("password_env: SBC_TEST_ITSP_PASSWORD"))
+    creds = load_config(config_file).trunk("itsp-a").credentials
+    assert creds is not None and creds.password == "from-env"
+    assert "from-env" not in repr(creds)
+
+
+def test_secret_problems_are_named_without_the_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SBC_TEST_MISSING", raising=False)
+    message = config_error(_with_credentials("password_env: SBC_TEST_MISSING"))
+    assert "trunks[0].credentials.password_env: environment variable SBC_TEST_MISSING" in message
+    message = config_error(_with_credentials("password: a, password_file: /x"))
+    assert "give one of password, password_file, password_env" in message
+    message = config_error(_with_credentials("password_file: /nonexistent/secret"))
+    assert "cannot read /nonexistent/secret" in message
