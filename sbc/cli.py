@@ -6,6 +6,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from importlib import metadata
 
 from sbc.config import Config, ConfigError, load_config
@@ -39,7 +40,48 @@ def _parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check-config", help="validate configuration files and exit")
     check.add_argument("files", nargs="+", metavar="FILE")
+
+    cdr = commands.add_parser("cdr", help="call detail records")
+    cdr_commands = cdr.add_subparsers(dest="cdr_command", required=True, metavar="ACTION")
+    export = cdr_commands.add_parser("export", help="print CDRs to stdout")
+    export.add_argument("--db", required=True, metavar="FILE", help="CDR SQLite database")
+    export.add_argument(
+        "--since", required=True, type=_timestamp, metavar="ISO8601", help="started at or after"
+    )
+    export.add_argument("--until", type=_timestamp, metavar="ISO8601", help="started before")
+    export.add_argument("--format", choices=("csv", "json"), default="csv")
     return parser
+
+
+def _timestamp(text: str) -> float:
+    """ISO 8601 to UNIX time; without a zone the time is UTC (CDRs are stored in UTC)."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 date/time") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def _cdr_export(args: argparse.Namespace) -> int:
+    # Imported only now: the SBC itself does not need the export code to start.
+    from sbc.cdr import CdrError, export_csv, export_json, open_readonly
+
+    try:
+        store = open_readonly(args.db)
+    except CdrError as exc:
+        print(f"sbc: {exc}", file=sys.stderr)
+        return 1
+    try:
+        records = store.read(args.since, args.until)
+        if args.format == "json":
+            export_json(records, sys.stdout)
+        else:
+            export_csv(records, sys.stdout)
+    finally:
+        store.close()
+    return 0
 
 
 def _load(path: str) -> Config | None:
@@ -87,6 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check-config":
         return _check_config(args.files)
+    if args.command == "cdr":
+        return _cdr_export(args)
     return _run(args)
 
 
