@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import gc
+import os
 import signal
 import time
 from collections.abc import Callable, Iterable
@@ -16,9 +17,11 @@ from media.ports import PortPool
 from media.relay import MediaRelay
 from sbc.b2bua import CallSetup
 from sbc.calls import CallAdapter
+from sbc.cdr import CdrRecord, CdrWriter, WallClock
 from sbc.config import Config, ConfigError, Pbx, load_config
 from sbc.inbound_auth import Accepted, Challenge, InboundAuth
 from sbc.log import get_logger
+from sbc.metrics import Metrics
 from sbc.policy import Admitted, Policy, RequestInfo, Ticket
 from sbc.policy.guard import Blocked, BlockKind, EdgeGuard, TrustedEntry, Verdict
 from sbc.resolve import is_literal, resolve_trunks
@@ -124,9 +127,45 @@ class SignallingService:
         self.guard = EdgeGuard(config.guard, self._trusted())
         self.calls.on_call_end = self._call_ended
         self.calls.on_target_moved = self._call_moved
+        self.metrics = self._new_metrics()
+        self.calls.metrics = self.metrics
+        self.cdr: CdrWriter | None = None
+        if config.cdr.path is not None:
+            os.makedirs(os.path.dirname(config.cdr.path) or ".", exist_ok=True)
+            self.cdr = CdrWriter.sqlite(
+                config.cdr.path,
+                batch_size=config.cdr.batch_size,
+                flush_interval=config.cdr.flush_interval,
+                max_queue=config.cdr.max_queue,
+            )
+            self.calls.cdr = self.cdr
         self._dns_task: asyncio.Task[None] | None = None
         self._reload_lock = asyncio.Lock()
         self._reloads: set[asyncio.Task[None]] = set()
+
+    def _new_metrics(self) -> Metrics:
+        """Counters at events; gauges read at scrape time from the state itself, so they
+        cannot drift from it."""
+        metrics = Metrics()
+        metrics.watch_service(self.stats)
+        metrics.watch_trunks(lambda: self.trunks.states())
+        metrics.watch_blocks(lambda: self.guard.blocks(self._now()))
+        metrics.watch_transport(self.transport.counters.as_dict)
+        metrics.watch_calls(self._active_calls)
+        if isinstance(self.relay, WorkerPool):
+            pool = self.relay
+            metrics.watch_workers(lambda: pool.workers)
+            pool.on_stats = metrics.media_deltas
+        return metrics
+
+    def _active_calls(self) -> dict[tuple[str, str], int]:
+        counts: dict[tuple[str, str], int] = {}
+        for entry in self.calls.calls.values():
+            direction = entry.setup.direction
+            trunk = entry.target if direction == "outbound" else entry.setup.origin
+            key = (trunk or "", direction)
+            counts[key] = counts.get(key, 0) + 1
+        return counts
 
     def _new_router(self, config: Config) -> Router:
         # Routing asks the trunks' health (probes) and their live calls at each new call.
@@ -196,6 +235,12 @@ class SignallingService:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self.calls.wall = WallClock.capture(self._loop.time)
+        self.metrics.bind_loop(self._loop)
+        listen = self.config.metrics.listen
+        if listen is not None:
+            port = self.metrics.start_http(listen.host, listen.port)
+            log.info("sbc.metrics_listening", address=f"{listen.host}:{port}")
         self._warn_sdes_in_clear()
         await self.relay.start()
         await self.transport.start()
@@ -266,6 +311,11 @@ class SignallingService:
         await self.calls.close()
         await self.relay.close()
         await self.transport.close()
+        self.metrics.stop_http()
+        if self.cdr is not None:
+            # Every record queued (the media reports come out of relay.close()) reaches
+            # the disk before the process ends.
+            await asyncio.get_running_loop().run_in_executor(None, self.cdr.close)
 
     def stats(self) -> dict[str, int]:
         """What is alive right now: after traffic stops and 64*T1 passes, all zero."""
@@ -324,6 +374,7 @@ class SignallingService:
             return
         try:
             message = parse(data, max_headers=self._max_headers)
+            self.metrics.message_in(message, source.transport)
             if isinstance(message, Request):
                 if self._unwelcome(message, source, now):
                     return
@@ -359,6 +410,7 @@ class SignallingService:
                 ended = self.transactions.abandon_source(event.key, self._call_owns)
                 self._handle(ended, self._now())
             if isinstance(event, Blocked):
+                self.metrics.security_blocked(event.kind.value, event.reason.value)
                 security_log.warning(
                     "security.blocked",
                     key=event.key,
@@ -401,6 +453,7 @@ class SignallingService:
         return trusted
 
     def _parse_error(self, data: bytes, err: ParseError, source: Peer) -> None:
+        self.metrics.parse_error(source.transport)
         answer = error_response(data, err)
         sip_log.warning(
             "sip.parse_error",
@@ -438,6 +491,7 @@ class SignallingService:
         for action in actions:
             if isinstance(action, Send):
                 self.transport.send_message(action.peer, action.message)
+                self.metrics.message_out(action.message, action.peer.transport)
             elif isinstance(action, RequestReceived):
                 self._answer(action, now)
             elif isinstance(action, AckReceived):
@@ -454,6 +508,10 @@ class SignallingService:
                 sip_log.debug("sip.response_ignored", status=action.response.status)
             elif isinstance(action, TimedOut | TransportFailed):
                 kind = type(action).__name__
+                self.metrics.transaction_failed(
+                    action.txn_key.method,
+                    "timeout" if isinstance(action, TimedOut) else "transport",
+                )
                 if not self.calls.failure(action.txn_key, kind, now) and not self.trunks.failure(
                     action.txn_key, kind, now
                 ):
@@ -582,6 +640,24 @@ class SignallingService:
         )
         verdict = self.policy.admit(info, now, time.time())
         if not isinstance(verdict, Admitted):
+            self.metrics.admission_rejected(verdict.rule)
+            if self.cdr is not None and self.config.cdr.rejected:
+                self.cdr.call_ended(
+                    CdrRecord.rejected(
+                        at=time.time(),
+                        status=verdict.status,
+                        reason=verdict.detail,
+                        rule=verdict.rule,
+                        call_key=setup.call_key,
+                        direction=setup.direction,
+                        a_call_id=event.request.call_id,
+                        caller=setup.caller,
+                        callee=setup.callee,
+                        callee_rewritten=setup.callee_rewritten,
+                        trunk=info.trunk,
+                        pbx=info.pbx,
+                    )
+                )
             sip_log.info(
                 "call.rejected",
                 call=setup.call_key,
@@ -756,7 +832,7 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
 
 # What a reload cannot change in a running process (sockets are bound, workers started):
 # named so the operator knows a restart is needed, and the reload is refused as a whole.
-_RESTART_KEYS = ("node", "log", "sip", "interfaces", "media", "connections")
+_RESTART_KEYS = ("node", "log", "sip", "interfaces", "media", "connections", "cdr", "metrics")
 
 
 def _needs_restart(old: Config, new: Config) -> list[str]:

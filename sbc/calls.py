@@ -38,7 +38,9 @@ from sbc.b2bua import (
 )
 from sbc.b2bua.call import SdpView
 from sbc.b2bua.media_plan import plan_leg
+from sbc.cdr import CdrRecord, CdrWriter, WallClock
 from sbc.log import get_logger
+from sbc.metrics import Metrics
 from sbc.sip.message import Request, Response
 from sbc.sip.peer import Peer
 from sbc.sip.transaction import Action, TransactionLayer, TxnKey
@@ -65,6 +67,8 @@ class _Entry:
     deadline: float | None = None
     target: str = ""  # the trunk or PBX leg B goes to, as counted in per_target
     ticket: object = None  # the admission policy's hold on this call, given back at its end
+    started: float = 0.0  # the INVITE's arrival (adapter clock): setup times
+    progressed: bool = False  # leg B sent its first provisional answer (beyond 100)
 
 
 class CallAdapter:
@@ -102,6 +106,10 @@ class CallAdapter:
     # Told when a call ends, with the ticket attached to it (sbc.policy gives back what the
     # call held); and when failover moves a call to another trunk (the policy moves it).
     on_call_end: Callable[[object, float], None] | None = None
+    # Operations: metrics counted at call events, a CDR written at each end (None: off).
+    metrics: Metrics | None = None
+    cdr: CdrWriter | None = None
+    wall: WallClock = WallClock(0.0)
     on_target_moved: Callable[[object, str, float], None] | None = None
 
     def attach(self, key: str, ticket: object) -> None:
@@ -136,8 +144,10 @@ class CallAdapter:
     ) -> None:
         settings = self.transactions.settings
         call = Call(setup, key, invite, source, now, t1=settings.t1, t2=settings.t2)
-        entry = _Entry(call, setup)
+        entry = _Entry(call, setup, started=now)
         self.calls[setup.call_key] = entry
+        if self.metrics is not None:
+            self.metrics.call_attempt(setup.direction)
         self._file_txn(entry, LegId.A, key)
         log.info(
             "call.new",
@@ -176,6 +186,15 @@ class CallAdapter:
         if found is None:
             return False
         entry, leg = found
+        if (
+            not entry.progressed
+            and leg is LegId.B
+            and 100 < response.status < 200
+            and response.cseq.method == "INVITE"
+        ):
+            entry.progressed = True
+            if self.metrics is not None:
+                self.metrics.call_progress(entry.setup.direction, now - entry.started)
         self._run(entry, entry.call.on_response(leg, key, response, now), now)
         return True
 
@@ -264,6 +283,8 @@ class CallAdapter:
             elif isinstance(action, LogEvent):
                 emit = log.debug if action.debug else log.info
                 emit(action.event, call=call_key, **dict(action.fields))
+                if action.event == "call.answered" and self.metrics is not None:
+                    self.metrics.call_answered(entry.setup.direction, now - entry.started)
         if entry.media:
             views = entry.call.media_views()
             if not _same_views(views, entry.views):
@@ -304,6 +325,17 @@ class CallAdapter:
             duration=round(cdr.end - cdr.answer, 3) if cdr.answer is not None else 0,
         )
         self.calls.pop(key, None)
+        if self.metrics is not None:
+            self.metrics.call_ended(cdr)
+        if self.cdr is not None:
+            self.cdr.call_ended(
+                CdrRecord.from_cdr(
+                    cdr,
+                    self.wall,
+                    origin=entry.setup.origin,
+                    caller_rewritten=entry.call.target.identity or None,
+                )
+            )
         if entry.ticket is not None and self.on_call_end is not None:
             ticket, entry.ticket = entry.ticket, None
             self.on_call_end(ticket, self._now())
@@ -434,6 +466,12 @@ class CallAdapter:
             return
         log.debug("media.released", call=key, legs=len(stats.legs))
         _log_quality(key, stats)
+        if self.cdr is not None:
+            self.cdr.media_quality(key, stats.streams)
+        if self.metrics is not None:
+            for stream in stats.streams:
+                for report in (stream.from_a, stream.from_b):
+                    self.metrics.media_quality(report.to_dict())
 
     def _media_timeout(self, timeout: MediaTimeout) -> None:
         entry = self.calls.get(timeout.session)

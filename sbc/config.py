@@ -366,6 +366,24 @@ class MediaSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class CdrSettings:
+    """Call detail records in SQLite (WAL, written in batches off the call path)."""
+
+    path: str | None = None  # None: no CDRs; relative paths are from the config file
+    batch_size: int = 100
+    flush_interval: float = 0.5  # s
+    max_queue: int = 100_000  # records waiting for the disk before new ones are dropped
+    rejected: bool = True  # also a record for each call refused by routing or policy
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    """Prometheus metrics over HTTP (/metrics)."""
+
+    listen: SocketAddress | None = None  # None: not served; never a wildcard by default
+
+
+@dataclass(frozen=True, slots=True)
 class CallSettings:
     no_answer_timeout: float = 180.0  # seconds from INVITE to a final answer
 
@@ -394,6 +412,8 @@ class Config:
     policy: PolicySettings = field(default_factory=PolicySettings)
     guard: GuardSettings = field(default_factory=GuardSettings)
     connections: TransportLimits = field(default_factory=TransportLimits)
+    cdr: CdrSettings = field(default_factory=CdrSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
     source: str = ""
 
     def pbx(self, name: str) -> Pbx:
@@ -805,6 +825,8 @@ _TOP_KEYS = (
     "fraud",
     "security",
     "connections",
+    "cdr",
+    "metrics",
 )
 _IFACE_KEYS = ("listen", "advertise", "media_address", "tls", "respond_to_unknown")
 _TLS_KEYS = ("cert", "key", "ca", "verify_peer")
@@ -1702,6 +1724,8 @@ def parse_config(text: str, filename: str = "<config>") -> Config:
         policy=policy,
         guard=guard,
         connections=connections,
+        cdr=_read_cdr(top),
+        metrics=_read_metrics(top),
         source=filename,
     )
 
@@ -1888,3 +1912,30 @@ def _read_guard(top: _Section, interfaces: Mapping[str, Interface]) -> GuardSett
     except _Invalid:
         return GuardSettings(quiet_interfaces=quiet)
     return dataclasses.replace(settings, quiet_interfaces=quiet)
+
+
+def _read_cdr(top: _Section) -> CdrSettings:
+    keys = ("path", "batch_size", "flush_interval", "max_queue", "rejected")
+    section = _optional_section(top, "cdr", keys)
+    defaults = CdrSettings()
+    if section is None or not section.data:
+        return defaults
+    path = section.get("path", _Node.string, None)
+    if path is not None:
+        path = os.path.join(_base_dir(top.checker), path)
+    return CdrSettings(
+        path=path,
+        batch_size=section.get("batch_size", lambda n: n.integer(1, 100_000), defaults.batch_size),
+        flush_interval=section.get(
+            "flush_interval", _Node.positive_number, defaults.flush_interval
+        ),
+        max_queue=section.get("max_queue", lambda n: n.integer(1), defaults.max_queue),
+        rejected=section.get("rejected", _Node.boolean, defaults.rejected),
+    )
+
+
+def _read_metrics(top: _Section) -> MetricsSettings:
+    section = _optional_section(top, "metrics", ("listen",))
+    if section is None or not section.data:
+        return MetricsSettings()
+    return MetricsSettings(listen=section.get("listen", _socket_address, None))

@@ -38,7 +38,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from sbc.sip.message import Request, Response
+from sbc.sip.message import Message, Request, Response
 
 # Methods we count under their own name; anything else a peer sends (scanners invent
 # methods) is counted as OTHER, so a label value can never come from the wire unchecked.
@@ -340,7 +340,7 @@ class Metrics:
         """A parsed SIP message arrived (once per message: keep it a lookup and an add)."""
         self._count_message(self._sip_in, "in", message, transport)
 
-    def message_out(self, message: Request | Response, transport: str) -> None:
+    def message_out(self, message: Message, transport: str) -> None:
         """A SIP message was handed to the transport (retransmissions included)."""
         self._count_message(self._sip_out, "out", message, transport)
 
@@ -348,11 +348,16 @@ class Metrics:
         self,
         cache: dict[tuple[str | int, str], Counter],
         direction: str,
-        message: Request | Response,
+        message: Message,
         transport: str,
     ) -> None:
         # Responses are keyed by status // 100 (an int: no string built per message).
-        kind: str | int = message.method if isinstance(message, Request) else message.status // 100
+        if isinstance(message, Request):
+            kind: str | int = message.method
+        elif isinstance(message, Response):
+            kind = message.status // 100
+        else:
+            return
         child = cache.get((kind, transport))
         if child is None:
             child = self._message_child(cache, direction, kind, transport)

@@ -1,0 +1,131 @@
+"""Operations with real peers: Prometheus metrics match what SIPp did, one CDR per call
+attempt with its duration and outcome (rejected calls included), and SIGTERM during calls
+leaves complete records."""
+
+from __future__ import annotations
+
+import urllib.request
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from sbc.cdr import CdrRecord, open_readonly
+from tests.support.calls import PBX_HOST, CallLab
+from tests.support.net import UdpClient, free_port
+from tests.support.sipmsg import sip_request, status_of
+from tests.support.sipp import SIPP
+
+pytestmark = pytest.mark.skipif(SIPP is None, reason="sipp (Debian sip-tester) is not installed")
+
+CALLS = 5
+HOLD_MS = 1000
+DENY = "fraud: {rules: [{scope: pbx, name: pbx, deny: ['+882']}]}\n"
+
+
+def _lab(tmp_path: Path, metrics_port: int) -> CallLab:
+    extra = f"cdr: {{path: cdr.sqlite}}\nmetrics: {{listen: '127.0.0.1:{metrics_port}'}}\n"
+    return CallLab(tmp_path, extra_yaml=extra + DENY)
+
+
+def _scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+        text = reply.read().decode()
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def _refused_invite(lab: CallLab, number: str) -> int | None:
+    client = UdpClient(PBX_HOST)
+    try:
+        request = sip_request("INVITE", lab.internal_addr, source=client.address)
+        client.send(request.replace(b"sip:sbc@", f"sip:{number}@".encode()), lab.internal_addr)
+        while (data := client.recv(3.0)) is not None:
+            status = status_of(data)
+            if status is not None and status >= 200:
+                return status
+        return None
+    finally:
+        client.close()
+
+
+def _records(tmp_path: Path) -> list[CdrRecord]:
+    store = open_readonly(tmp_path / "cdr.sqlite")
+    try:
+        return list(store.read())
+    finally:
+        store.close()
+
+
+def test_metrics_and_cdrs_match_what_the_peers_did(tmp_path: Path) -> None:
+    port = free_port("127.0.0.1")
+    lab = _lab(tmp_path, port)
+    with lab:
+        outcome = lab.run_outbound(
+            "call_out_pbx.xml",
+            "call_out_itsp.xml",
+            pbx_args=("-m", str(CALLS), "-r", "10", "-l", str(CALLS), "-d", str(HOLD_MS)),
+            itsp_args=("-m", str(CALLS)),
+        )
+        assert _refused_invite(lab, "+88212345") == 403
+        assert lab.sbc is not None
+        lab.sbc.wait_for_log(r"event=media\.released ")
+        samples = _scrape(port)
+    assert outcome.ok, outcome.describe()
+    out = (("direction", "outbound"),)
+    assert samples[("sbc_call_attempts_total", out)] == CALLS
+    assert samples[("sbc_call_outcomes_total", (*out, ("status_class", "2xx")))] == CALLS
+    assert samples[("sbc_call_setup_seconds_count", (*out, ("stage", "answer")))] == CALLS
+    rule = (("rule", "fraud.pbx.pbx.deny"),)
+    assert samples[("sbc_admission_rejections_total", rule)] == 1
+    invites_in = (("direction", "in"), ("method", "INVITE"), ("transport", "udp"))
+    invites_out = (("direction", "out"), ("method", "INVITE"), ("transport", "udp"))
+    # From the PBX: its calls and the refused one; toward the ITSP: one per call (each may
+    # be retransmitted on a slow machine, hence at least).
+    assert samples[("sbc_sip_messages_total", invites_in)] >= CALLS + 1
+    assert samples[("sbc_sip_messages_total", invites_out)] >= CALLS
+    assert samples[("sbc_calls_live", ())] == 0
+    # After SIGTERM every record is on disk: CALLS answered calls and one refusal.
+    records = _records(tmp_path)
+    answered = [r for r in records if r.outcome.value == "answered"]
+    rejected = [r for r in records if r.outcome.value == "rejected"]
+    assert len(answered) == CALLS and len(rejected) == 1, records
+    for record in answered:
+        # SIPp holds each call HOLD_MS after the ACK: the CDR says the same within 1 s.
+        assert abs(record.duration - HOLD_MS / 1000) < 1.0, record
+        assert record.status == 200 and record.trunk == "itsp" and record.pbx == "pbx"
+        assert record.a_call_id and record.b_call_id and record.a_call_id != record.b_call_id
+    assert rejected[0].status == 403 and rejected[0].rule == "fraud.pbx.pbx.deny"
+
+
+def test_sigterm_during_calls_leaves_a_complete_record_per_call(tmp_path: Path) -> None:
+    port = free_port("127.0.0.1")
+    lab = _lab(tmp_path, port)
+    with lab:
+        assert lab.sbc is not None
+        pair = lab.start_outbound(
+            "call_itspbye_pbx.xml",
+            "call_out_itsp.xml",
+            pbx_args=("-m", str(CALLS), "-r", "10", "-l", str(CALLS)),
+            itsp_args=("-m", str(CALLS)),
+            timeout=20.0,
+        )
+        try:
+            index = 0
+            for _ in range(CALLS):
+                line = lab.sbc.wait_for_log(r"event=call\.answered ", start=index)
+                index = lab.sbc.log_lines().index(line, index) + 1
+            lab.sbc.stop()  # SIGTERM with every call up: BYE both ways, then the CDRs
+            outcome = pair.wait(callee_grace=10.0)
+        except BaseException:
+            pair.kill()
+            raise
+    records = _records(tmp_path)
+    assert len(records) == CALLS, records
+    for record in records:
+        assert record.answer is not None and record.end >= record.answer
+        assert record.ended_by == "sbc" and "shutting down" in record.reason.lower(), record
+    assert outcome.pbx.received_requests("BYE"), outcome.describe()
