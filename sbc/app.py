@@ -141,6 +141,7 @@ class SignallingService:
             self.calls.cdr = self.cdr
         self._dns_task: asyncio.Task[None] | None = None
         self._reload_lock = asyncio.Lock()
+        self._draining = False
         self._reloads: set[asyncio.Task[None]] = set()
 
     def _new_metrics(self) -> Metrics:
@@ -293,6 +294,15 @@ class SignallingService:
     async def close(self) -> None:
         if self._dns_task is not None:
             self._dns_task.cancel()
+        drain = self.config.calls.drain_timeout
+        if drain > 0 and self.calls.calls:
+            # New calls get 503 meanwhile (_route); live ones may end by themselves.
+            self._draining = True
+            log.info("sbc.draining", calls=len(self.calls), for_s=drain)
+            try:
+                await asyncio.wait_for(self.calls.idle.wait(), drain)
+            except TimeoutError:
+                pass
         if self.calls.calls:
             # End live calls on both legs (BYE with a Reason, 503 for those still ringing)
             # rather than leave the PBX and the carrier holding calls nobody relays.
@@ -573,6 +583,10 @@ class SignallingService:
         if method in _IN_DIALOG_METHODS:
             return make_response(request, 481, headers=self._server_header)
         if method == "INVITE":
+            if self._draining:
+                # Shutting down: new calls elsewhere, please (RFC 3261 §21.5.4).
+                headers = [("Retry-After", "60"), *self._server_header]
+                return make_response(request, 503, to_tag=new_tag(), headers=headers)
             setup = self.router.route(request, event.source)
             if isinstance(setup, Rejection) and setup.status == 403:
                 # Not from a trusted source or trunk: a PBX user may prove itself (digest).

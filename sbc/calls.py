@@ -93,6 +93,8 @@ class CallAdapter:
         self._seq = itertools.count()
         self._tasks: set[asyncio.Task[None]] = set()
         self._per_target: dict[str, int] = {}  # live calls per trunk/PBX (max_calls, least_calls)
+        self.idle = asyncio.Event()  # set while no call is live (a shutdown drain waits on it)
+        self.idle.set()
         relay.on_timeout = self._media_timeout
         relay.on_dtmf = self._media_dtmf
         relay.on_lost = self._media_lost
@@ -146,6 +148,7 @@ class CallAdapter:
         call = Call(setup, key, invite, source, now, t1=settings.t1, t2=settings.t2)
         entry = _Entry(call, setup, started=now)
         self.calls[setup.call_key] = entry
+        self.idle.clear()
         if self.metrics is not None:
             self.metrics.call_attempt(setup.direction)
         self._file_txn(entry, LegId.A, key)
@@ -325,6 +328,8 @@ class CallAdapter:
             duration=round(cdr.end - cdr.answer, 3) if cdr.answer is not None else 0,
         )
         self.calls.pop(key, None)
+        if not self.calls:
+            self.idle.set()
         if self.metrics is not None:
             self.metrics.call_ended(cdr)
         if self.cdr is not None:

@@ -1,4 +1,5 @@
-"""The `sbc` command: run the SBC, or check a configuration file without starting anything."""
+"""The `sbc` command: run the SBC, check a configuration file without starting anything, or
+ask a running SBC through its management API (calls, hangup, trunks, blocks, reload)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from importlib import metadata
 
+from sbc.api_client import COMMANDS, add_commands, run_command
 from sbc.config import Config, ConfigError, load_config
 from sbc.log import configure
 
@@ -50,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     export.add_argument("--until", type=_timestamp, metavar="ISO8601", help="started before")
     export.add_argument("--format", choices=("csv", "json"), default="csv")
+    add_commands(commands)  # calls, call, hangup, trunks, blocks, unblock, reload
     return parser
 
 
@@ -131,6 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _check_config(args.files)
     if args.command == "cdr":
         return _cdr_export(args)
+    if args.command in COMMANDS:
+        return run_command(args)
     return _run(args)
 
 

@@ -386,6 +386,9 @@ class MetricsSettings:
 @dataclass(frozen=True, slots=True)
 class CallSettings:
     no_answer_timeout: float = 180.0  # seconds from INVITE to a final answer
+    # On SIGTERM: refuse new calls (503) and let live ones end by themselves for up to this
+    # long before hanging up the rest (BYE both ways, CDRs written). 0: hang up at once.
+    drain_timeout: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -1631,7 +1634,7 @@ def _read_media(top: _Section) -> MediaSettings:
 
 
 def _read_calls(top: _Section) -> CallSettings:
-    section = _optional_section(top, "calls", ("no_answer_timeout",))
+    section = _optional_section(top, "calls", ("no_answer_timeout", "drain_timeout"))
     if section is None:
         return CallSettings()
     defaults = CallSettings()
@@ -1639,6 +1642,7 @@ def _read_calls(top: _Section) -> CallSettings:
         no_answer_timeout=section.get(
             "no_answer_timeout", _Node.positive_number, defaults.no_answer_timeout
         ),
+        drain_timeout=section.get("drain_timeout", _non_negative_seconds, defaults.drain_timeout),
     )
 
 

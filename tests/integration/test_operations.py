@@ -4,6 +4,7 @@ leaves complete records."""
 
 from __future__ import annotations
 
+import signal
 import urllib.request
 from pathlib import Path
 
@@ -129,3 +130,35 @@ def test_sigterm_during_calls_leaves_a_complete_record_per_call(tmp_path: Path) 
         assert record.answer is not None and record.end >= record.answer
         assert record.ended_by == "sbc" and "shutting down" in record.reason.lower(), record
     assert outcome.pbx.received_requests("BYE"), outcome.describe()
+
+
+def test_sigterm_drains_live_calls_and_refuses_new_ones(tmp_path: Path) -> None:
+    # With calls.drain_timeout the SBC waits for live calls to end by themselves (here the
+    # PBX hangs up after 1.5 s) and answers new INVITEs 503 meanwhile.
+    extra = "cdr: {path: cdr.sqlite}\ncalls: {drain_timeout: 10}\n"
+    lab = CallLab(tmp_path, extra_yaml=extra)
+    with lab:
+        assert lab.sbc is not None and lab.sbc.process is not None
+        pair = lab.start_outbound(
+            "call_out_pbx.xml",
+            "call_out_itsp.xml",
+            pbx_args=("-m", "3", "-r", "10", "-l", "3", "-d", "1500"),
+            itsp_args=("-m", "3"),
+            timeout=20.0,
+        )
+        try:
+            index = 0
+            for _ in range(3):
+                line = lab.sbc.wait_for_log(r"event=call\.answered ", start=index)
+                index = lab.sbc.log_lines().index(line, index) + 1
+            lab.sbc.process.send_signal(signal.SIGTERM)
+            lab.sbc.wait_for_log(r"event=sbc\.draining calls=3 ")
+            refused = _refused_invite(lab, "15551234567")
+            outcome = pair.wait(callee_grace=10.0)
+        except BaseException:
+            pair.kill()
+            raise
+    assert refused == 503
+    assert outcome.ok, outcome.describe()
+    records = [r for r in _records(tmp_path) if r.outcome.value == "answered"]
+    assert len(records) == 3 and all(r.ended_by == "a" for r in records), records
