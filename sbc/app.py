@@ -15,10 +15,12 @@ from media.backend import MediaBackend
 from media.pool import WorkerPool
 from media.ports import PortPool
 from media.relay import MediaRelay
+from sbc.api import ApiServer, read_token
 from sbc.b2bua import CallSetup
 from sbc.calls import CallAdapter
 from sbc.cdr import CdrRecord, CdrWriter, WallClock
 from sbc.config import Config, ConfigError, Pbx, load_config
+from sbc.control_plane import ServiceControl
 from sbc.inbound_auth import Accepted, Challenge, InboundAuth
 from sbc.log import get_logger
 from sbc.metrics import Metrics
@@ -141,8 +143,22 @@ class SignallingService:
             self.calls.cdr = self.cdr
         self._dns_task: asyncio.Task[None] | None = None
         self._reload_lock = asyncio.Lock()
+        self.disabled_trunks: set[str] = set()  # taken out of routing by the operator (API)
+        self._api: ApiServer | None = None
         self._draining = False
         self._reloads: set[asyncio.Task[None]] = set()
+
+    def now(self) -> float:
+        return self._now()
+
+    async def _start_api(self) -> None:
+        settings = self.config.api
+        if settings.listen is None:
+            return
+        token = read_token(settings.token_file)
+        self._api = ApiServer(ServiceControl(self), token, read_timeout=settings.read_timeout)
+        host, port = await self._api.start(settings.listen.host, settings.listen.port)
+        log.info("sbc.api_listening", address=f"{host}:{port}")
 
     def _new_metrics(self) -> Metrics:
         """Counters at events; gauges read at scrape time from the state itself, so they
@@ -172,7 +188,7 @@ class SignallingService:
         # Routing asks the trunks' health (probes) and their live calls at each new call.
         return Router(
             config,
-            health=lambda name: self.trunks.health(name),
+            health=lambda name: name not in self.disabled_trunks and self.trunks.health(name),
             gateway_up=lambda name, gateway: self.trunks.gateway_up(name, gateway),
             calls=lambda name: self.calls.per_target(name),
         )
@@ -243,6 +259,7 @@ class SignallingService:
             port = self.metrics.start_http(listen.host, listen.port)
             log.info("sbc.metrics_listening", address=f"{listen.host}:{port}")
         self._warn_sdes_in_clear()
+        await self._start_api()
         await self.relay.start()
         await self.transport.start()
         self.router.set_trunk_addresses(await resolve_trunks(self.config))
@@ -322,6 +339,8 @@ class SignallingService:
         await self.relay.close()
         await self.transport.close()
         self.metrics.stop_http()
+        if self._api is not None:
+            await self._api.close()
         if self.cdr is not None:
             # Every record queued (the media reports come out of relay.close()) reaches
             # the disk before the process ends.
@@ -846,7 +865,17 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
 
 # What a reload cannot change in a running process (sockets are bound, workers started):
 # named so the operator knows a restart is needed, and the reload is refused as a whole.
-_RESTART_KEYS = ("node", "log", "sip", "interfaces", "media", "connections", "cdr", "metrics")
+_RESTART_KEYS = (
+    "node",
+    "log",
+    "sip",
+    "interfaces",
+    "media",
+    "connections",
+    "cdr",
+    "metrics",
+    "api",
+)
 
 
 def _needs_restart(old: Config, new: Config) -> list[str]:

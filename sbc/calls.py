@@ -217,6 +217,17 @@ class CallAdapter:
             except ValueError:
                 pass
 
+    def hangup(self, key: str, reason: str) -> bool:
+        """End one call on both legs (operator's request); False when it is not live."""
+        entry = self.calls.get(key)
+        if entry is None:
+            return False
+        now = self._now()
+        self._run(entry, entry.call.hangup(reason, now), now)
+        if self.rearm is not None:
+            self.rearm()
+        return True
+
     def hangup_all(self, reason: str) -> None:
         now = self._now()
         for entry in list(self.calls.values()):

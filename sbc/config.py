@@ -377,6 +377,15 @@ class CdrSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ApiConfig:
+    """The management API (HTTP/JSON with a bearer token; docs/api.yaml)."""
+
+    listen: SocketAddress | None = None  # None: no API
+    token_file: str = ""  # the bearer token's file (required with listen)
+    read_timeout: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
 class MetricsSettings:
     """Prometheus metrics over HTTP (/metrics)."""
 
@@ -417,6 +426,7 @@ class Config:
     connections: TransportLimits = field(default_factory=TransportLimits)
     cdr: CdrSettings = field(default_factory=CdrSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    api: ApiConfig = field(default_factory=ApiConfig)
     source: str = ""
 
     def pbx(self, name: str) -> Pbx:
@@ -830,6 +840,7 @@ _TOP_KEYS = (
     "connections",
     "cdr",
     "metrics",
+    "api",
 )
 _IFACE_KEYS = ("listen", "advertise", "media_address", "tls", "respond_to_unknown")
 _TLS_KEYS = ("cert", "key", "ca", "verify_peer")
@@ -1730,6 +1741,7 @@ def parse_config(text: str, filename: str = "<config>") -> Config:
         connections=connections,
         cdr=_read_cdr(top),
         metrics=_read_metrics(top),
+        api=_read_api(top),
         source=filename,
     )
 
@@ -1943,3 +1955,24 @@ def _read_metrics(top: _Section) -> MetricsSettings:
     if section is None or not section.data:
         return MetricsSettings()
     return MetricsSettings(listen=section.get("listen", _socket_address, None))
+
+
+def _read_api(top: _Section) -> ApiConfig:
+    section = _optional_section(top, "api", ("listen", "token_file", "read_timeout"))
+    if section is None or not section.data:
+        return ApiConfig()
+    listen = section.get("listen", _socket_address, None)
+    token_file = section.get("token_file", _Node.string, "")
+    if listen is not None and not token_file:
+        section.checker.add(
+            section.line, section.key_path("token_file"), "required with listen (the bearer token)"
+        )
+    elif token_file:
+        token_file = os.path.join(_base_dir(top.checker), token_file)
+        if not os.path.isfile(token_file):
+            section.node("token_file").error(f"no such file: {token_file}")
+    return ApiConfig(
+        listen=listen,
+        token_file=token_file,
+        read_timeout=section.get("read_timeout", _Node.positive_number, 5.0),
+    )

@@ -108,6 +108,14 @@ class TrunkService:
             found[f"{settings.trunk} {settings.aor}"] = registration.state.status.value
         return found
 
+    def registrations(self, trunk: str) -> dict[str, str]:
+        """AoR -> state of each registration of `trunk`."""
+        return {
+            r.settings.aor: r.state.status.value
+            for r in self._registrations
+            if r.settings.trunk == trunk
+        }
+
     def gateways_changed(self, now: float) -> None:
         """DNS moved some trunk: probe the new addresses, stop probing the old ones, and
         register at the new first address when the registrar's is gone."""

@@ -4,7 +4,11 @@ leaves complete records."""
 
 from __future__ import annotations
 
+import json
 import signal
+import subprocess
+import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -162,3 +166,55 @@ def test_sigterm_drains_live_calls_and_refuses_new_ones(tmp_path: Path) -> None:
     assert outcome.ok, outcome.describe()
     records = [r for r in _records(tmp_path) if r.outcome.value == "answered"]
     assert len(records) == 3 and all(r.ended_by == "a" for r in records), records
+
+
+def _api(port: int, method: str, path: str, token: str) -> tuple[int, object]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}",
+        method=method,
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as reply:
+            return reply.status, json.loads(reply.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
+
+def test_api_and_cli_list_and_hang_up_a_live_call(tmp_path: Path) -> None:
+    token = "t0ken-for-the-api-test"
+    (tmp_path / "api.token").write_text(token + "\n")
+    port = free_port("127.0.0.1")
+    extra = f"api: {{listen: '127.0.0.1:{port}', token_file: api.token}}\n"
+    lab = CallLab(tmp_path, extra_yaml=extra)
+    with lab:
+        assert lab.sbc is not None
+        pair = lab.start_outbound(
+            "call_itspbye_pbx.xml", "call_out_itsp.xml", pbx_args=("-m", "1"), timeout=20.0
+        )
+        try:
+            lab.sbc.wait_for_log(r"event=call\.answered ")
+            listed = subprocess.run(
+                [sys.executable, "-m", "sbc", "calls", "--api", f"http://127.0.0.1:{port}",
+                 "--token-file", str(tmp_path / "api.token")],
+                capture_output=True, text=True, timeout=20,
+            )  # fmt: skip
+            status, calls = _api(port, "GET", "/calls", token)
+            assert status == 200 and isinstance(calls, dict)
+            (call,) = calls["calls"]
+            status, detail = _api(port, "GET", f"/calls/{call['key']}", token)
+            assert status == 200 and isinstance(detail, dict) and detail["legs"], detail
+            assert _api(port, "GET", "/calls", "wrong-token")[0] == 401
+            status, _ = _api(port, "DELETE", f"/calls/{call['key']}", token)
+            assert status == 202
+            outcome = pair.wait(callee_grace=10.0)
+        except BaseException:
+            pair.kill()
+            raise
+        status, trunks = _api(port, "GET", "/trunks", token)
+        reloaded = _api(port, "POST", "/reload", token)
+    assert listed.returncode == 0 and call["key"] in listed.stdout, listed.stderr
+    assert call["phase"] == "answered" and call["direction"] == "outbound"
+    assert outcome.ok, outcome.describe()  # both SIPp sides got the SBC's BYE
+    assert status == 200 and isinstance(trunks, dict) and trunks["trunks"][0]["name"] == "itsp"
+    assert reloaded[0] == 200, reloaded
