@@ -8,6 +8,7 @@ import dataclasses
 import gc
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable, Iterable
 
@@ -21,6 +22,7 @@ from sbc.calls import CallAdapter
 from sbc.cdr import CdrRecord, CdrWriter, WallClock
 from sbc.config import Config, ConfigError, Pbx, load_config
 from sbc.control_plane import ServiceControl
+from sbc.hep import HepSender
 from sbc.inbound_auth import Accepted, Challenge, InboundAuth
 from sbc.log import get_logger
 from sbc.metrics import Metrics
@@ -47,6 +49,7 @@ from sbc.sip.transaction import (
     TxnKey,
 )
 from sbc.sip.validation import ACCEPT, ALLOW, SUPPORTED_OPTIONS, check_request
+from sbc.trace import Tracer
 from sbc.transport import ListenerError, TransportLayer
 from sbc.trunk_service import TrunkService
 
@@ -129,6 +132,13 @@ class SignallingService:
         self.guard = EdgeGuard(config.guard, self._trusted())
         self.calls.on_call_end = self._call_ended
         self.calls.on_target_moved = self._call_moved
+        capture = config.capture
+        self._hep: HepSender | None = None
+        if capture.hep is not None:
+            self._hep = HepSender(
+                (capture.hep.host, capture.hep.port), capture.hep_id, capture.hep_password
+            )
+        self._tracer = Tracer(sys.stderr.write) if capture.trace else None
         self.metrics = self._new_metrics()
         self.calls.metrics = self.metrics
         self.cdr: CdrWriter | None = None
@@ -401,9 +411,13 @@ class SignallingService:
         if not guard.admit(source.host, now):
             self._guard_events()  # a flooding or blocked source: no answer, nothing parsed
             return
+        if self._hep is not None:
+            self._capture(data, source, inbound=True)
         try:
             message = parse(data, max_headers=self._max_headers)
             self.metrics.message_in(message, source.transport)
+            if self._tracer is not None:
+                self._tracer.message(time.time(), True, source, message, listener=source.listener)
             if isinstance(message, Request):
                 if self._unwelcome(message, source, now):
                     return
@@ -414,6 +428,15 @@ class SignallingService:
             return
         self._handle(actions, now)
         self._arm_timer()
+
+    def _capture(self, data: bytes, peer: Peer, *, inbound: bool) -> None:
+        """A copy to the HEP collector (RFC-less but de facto: Homer, sngrep)."""
+        assert self._hep is not None
+        listener = self.transport.listeners.get(peer.listener)
+        local = (listener.host, listener.port) if listener is not None else ("0.0.0.0", 0)
+        remote = (peer.host, peer.port)
+        src, dst = (remote, local) if inbound else (local, remote)
+        self._hep.capture(data, src, dst, peer.transport or "udp", time.time())
 
     def _unwelcome(self, request: Request, source: Peer, now: float) -> bool:
         """Requests dropped before any transaction exists (so no answer, not even 100): from
@@ -521,6 +544,16 @@ class SignallingService:
             if isinstance(action, Send):
                 self.transport.send_message(action.peer, action.message)
                 self.metrics.message_out(action.message, action.peer.transport)
+                if self._hep is not None:
+                    self._capture(bytes(action.message), action.peer, inbound=False)
+                if self._tracer is not None:
+                    self._tracer.message(
+                        time.time(),
+                        False,
+                        action.peer,
+                        action.message,
+                        listener=action.peer.listener,
+                    )
             elif isinstance(action, RequestReceived):
                 self._answer(action, now)
             elif isinstance(action, AckReceived):

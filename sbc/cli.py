@@ -4,6 +4,7 @@ ask a running SBC through its management API (calls, hangup, trunks, blocks, rel
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import sys
 from collections.abc import Sequence
@@ -35,6 +36,9 @@ def _parser() -> argparse.ArgumentParser:
         "--log-level",
         choices=("debug", "info", "warning", "error", "critical"),
         help="override log.level from the configuration",
+    )
+    run.add_argument(
+        "--trace", action="store_true", help="print every SIP message as a ladder per call"
     )
     run.add_argument(
         "--log-format", choices=("kv", "json"), help="override log.format from the configuration"
@@ -112,6 +116,10 @@ def _run(args: argparse.Namespace) -> int:
     if config is None:
         return 1
     configure(args.log_level or config.log.level, args.log_format or config.log.format)
+    if getattr(args, "trace", False):
+        config = dataclasses.replace(
+            config, capture=dataclasses.replace(config.capture, trace=True)
+        )
     try:
         # Imported only now: it pulls in the whole stack, which check-config does not need.
         app = importlib.import_module("sbc.app")

@@ -386,6 +386,17 @@ class ApiConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class CaptureSettings:
+    """Copies of every SIP message: to a Homer/sngrep HEP v3 collector, and/or as a ladder
+    per call on stderr (`sbc run --trace`)."""
+
+    hep: SocketAddress | None = None  # the collector (an IP literal: no DNS per message)
+    hep_id: int = 2001  # capture agent id, to tell several SBCs apart in Homer
+    hep_password: str | None = None
+    trace: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class MetricsSettings:
     """Prometheus metrics over HTTP (/metrics)."""
 
@@ -427,6 +438,7 @@ class Config:
     cdr: CdrSettings = field(default_factory=CdrSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     api: ApiConfig = field(default_factory=ApiConfig)
+    capture: CaptureSettings = field(default_factory=CaptureSettings)
     source: str = ""
 
     def pbx(self, name: str) -> Pbx:
@@ -841,6 +853,7 @@ _TOP_KEYS = (
     "cdr",
     "metrics",
     "api",
+    "capture",
 )
 _IFACE_KEYS = ("listen", "advertise", "media_address", "tls", "respond_to_unknown")
 _TLS_KEYS = ("cert", "key", "ca", "verify_peer")
@@ -1742,6 +1755,7 @@ def parse_config(text: str, filename: str = "<config>") -> Config:
         cdr=_read_cdr(top),
         metrics=_read_metrics(top),
         api=_read_api(top),
+        capture=_read_capture(top),
         source=filename,
     )
 
@@ -1975,4 +1989,21 @@ def _read_api(top: _Section) -> ApiConfig:
         listen=listen,
         token_file=token_file,
         read_timeout=section.get("read_timeout", _Node.positive_number, 5.0),
+    )
+
+
+def _read_capture(top: _Section) -> CaptureSettings:
+    section = _optional_section(top, "capture", ("hep", "hep_id", "hep_password"))
+    if section is None or not section.data:
+        return CaptureSettings()
+    hep = section.get("hep", _socket_address, None)
+    if hep is not None:
+        try:
+            ipaddress.ip_address(hep.host)
+        except ValueError:
+            section.node("hep").error(f"{hep.host} is not an IP address (no DNS per message)")
+    return CaptureSettings(
+        hep=hep,
+        hep_id=section.get("hep_id", lambda n: n.integer(0, 2**32 - 1), 2001),
+        hep_password=section.get("hep_password", _Node.string, None),
     )

@@ -16,6 +16,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from sbc.cdr import CdrRecord, open_readonly
+from sbc.hep import decode
 from tests.support.calls import PBX_HOST, CallLab
 from tests.support.net import UdpClient, free_port
 from tests.support.sipmsg import sip_request, status_of
@@ -218,3 +219,30 @@ def test_api_and_cli_list_and_hang_up_a_live_call(tmp_path: Path) -> None:
     assert outcome.ok, outcome.describe()  # both SIPp sides got the SBC's BYE
     assert status == 200 and isinstance(trunks, dict) and trunks["trunks"][0]["name"] == "itsp"
     assert reloaded[0] == 200, reloaded
+
+
+def test_every_sip_message_of_a_call_is_mirrored_to_the_hep_collector(tmp_path: Path) -> None:
+    collector = UdpClient("127.0.0.1")
+    try:
+        host, port = collector.address
+        extra = f"capture: {{hep: '{host}:{port}', hep_id: 4242, hep_password: homer}}\n"
+        lab = CallLab(tmp_path, extra_yaml=extra)
+        with lab:
+            outcome = lab.run_outbound(
+                "call_out_pbx.xml", "call_out_itsp.xml", pbx_args=("-d", "100")
+            )
+        packets = []
+        while (data := collector.recv(0.5)) is not None:
+            packets.append(decode(data))
+    finally:
+        collector.close()
+    assert outcome.ok, outcome.describe()
+    invites = [p for p in packets if p.payload.startswith(b"INVITE ")]
+    # The PBX's INVITE arriving on the internal side and ours leaving on the external side.
+    assert {p.dst for p in invites} >= {lab.internal_addr}, [p.dst for p in invites]
+    assert any(p.src[0] == lab.external_addr[0] for p in invites), [p.src for p in invites]
+    assert all(
+        p.capture_id == 4242 and p.auth_key == "homer" and p.proto_type == 1 for p in packets
+    )
+    byes = [p for p in packets if p.payload.startswith(b"BYE ")]
+    assert len(byes) >= 2  # one per leg
