@@ -165,7 +165,10 @@ class SignallingService:
         settings = self.config.api
         if settings.listen is None:
             return
-        token = read_token(settings.token_file)
+        try:
+            token = read_token(settings.token_file)
+        except (OSError, ValueError) as exc:
+            raise StartupError(f"api.token_file {settings.token_file}: {exc}") from None
         self._api = ApiServer(ServiceControl(self), token, read_timeout=settings.read_timeout)
         host, port = await self._api.start(settings.listen.host, settings.listen.port)
         log.info("sbc.api_listening", address=f"{host}:{port}")
@@ -896,6 +899,10 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
         log.info("sbc.stopped", node=config.node)
 
 
+class StartupError(Exception):
+    """Something the configuration names cannot be used at start (a token file...)."""
+
+
 # What a reload cannot change in a running process (sockets are bound, workers started):
 # named so the operator knows a restart is needed, and the reload is refused as a whole.
 _RESTART_KEYS = (
@@ -943,6 +950,9 @@ async def _main(config: Config) -> int:
         await serve(config, stop)
     except ListenerError as exc:
         log.error("sbc.listener_failed", listener=exc.listener.name, error=exc.reason)
+        return EXIT_FAILURE
+    except StartupError as exc:
+        log.error("sbc.start_failed", error=str(exc))
         return EXIT_FAILURE
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):

@@ -1734,6 +1734,10 @@ def parse_config(text: str, filename: str = "<config>") -> Config:
             connections = _dataclass_of(top.node("connections"), TransportLimits, {})
         except _Invalid:
             pass
+    cdr = _read_cdr(top)
+    metrics = _read_metrics(top)
+    api = _read_api(top)
+    capture = _read_capture(top)
     _check_tls_use(top, interfaces, trunks)
     if checker.issues:
         raise ConfigError(sorted(checker.issues, key=lambda issue: issue.line))
@@ -1752,10 +1756,10 @@ def parse_config(text: str, filename: str = "<config>") -> Config:
         policy=policy,
         guard=guard,
         connections=connections,
-        cdr=_read_cdr(top),
-        metrics=_read_metrics(top),
-        api=_read_api(top),
-        capture=_read_capture(top),
+        cdr=cdr,
+        metrics=metrics,
+        api=api,
+        capture=capture,
         source=filename,
     )
 
@@ -1982,9 +1986,9 @@ def _read_api(top: _Section) -> ApiConfig:
             section.line, section.key_path("token_file"), "required with listen (the bearer token)"
         )
     elif token_file:
+        # Read at start (a missing or weak token stops the SBC with a message naming the
+        # file), not here: example files name tokens that only exist where they are used.
         token_file = os.path.join(_base_dir(top.checker), token_file)
-        if not os.path.isfile(token_file):
-            section.node("token_file").error(f"no such file: {token_file}")
     return ApiConfig(
         listen=listen,
         token_file=token_file,

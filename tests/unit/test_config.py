@@ -967,3 +967,14 @@ def test_secret_problems_are_named_without_the_secret(monkeypatch: pytest.Monkey
     assert "give one of password, password_file, password_env" in message
     message = config_error(_with_credentials("password_file: /nonexistent/secret"))
     assert "cannot read /nonexistent/secret" in message
+
+
+def test_operations_sections_are_validated_with_file_line_and_key() -> None:
+    text = BASE + "metrics: {listen: nowhere}\ncapture: {hep: 'homer.example:9060'}\n"
+    message = config_error(text)
+    assert f"{FILE}:{line_of(text, 'metrics:')}: metrics.listen:" in message
+    assert "capture.hep: homer.example is not an IP address" in message
+    ok = parse_config(BASE + "api: {listen: '127.0.0.1:8080', token_file: api.token}\n", FILE)
+    assert ok.api.listen is not None and ok.api.token_file.endswith("api.token")
+    missing = config_error(BASE + "api: {listen: '127.0.0.1:8080'}\n")
+    assert "api.token_file: required with listen" in missing
