@@ -230,6 +230,14 @@ class SignallingService:
             problems = [str(issue) for issue in exc.issues]
         else:
             problems = _needs_restart(self.config, new)
+        if not problems and new.interfaces != self.config.interfaces:
+            try:
+                added, removed = await self.transport.update(new.interfaces.values())
+            except ListenerError as exc:
+                problems = [f"{new.source}: interfaces: {exc} (the reload was not applied)"]
+            else:
+                if added or removed:
+                    log.info("config.listeners", added=",".join(added), removed=",".join(removed))
         if problems:
             for problem in problems:
                 log.warning("config.reload_refused", problem=problem)
@@ -909,7 +917,6 @@ _RESTART_KEYS = (
     "node",
     "log",
     "sip",
-    "interfaces",
     "media",
     "connections",
     "cdr",
@@ -919,11 +926,24 @@ _RESTART_KEYS = (
 
 
 def _needs_restart(old: Config, new: Config) -> list[str]:
-    return [
+    problems = [
         f"{new.source}: {key}: changed; this takes a restart (the reload was not applied)"
         for key in _RESTART_KEYS
         if getattr(old, key) != getattr(new, key)
     ]
+    # Listeners may come and go (the transport rebinds); what calls already hold may not:
+    # an interface's media, advertised address and TLS settings.
+    for name, interface in old.interfaces.items():
+        changed = new.interfaces.get(name)
+        if (
+            changed is not None
+            and dataclasses.replace(changed, listen=interface.listen) != interface
+        ):
+            problems.append(
+                f"{new.source}: interfaces.{name}: only its listen list may change without"
+                " a restart (the reload was not applied)"
+            )
+    return problems
 
 
 def _tune_gc() -> None:

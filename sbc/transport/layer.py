@@ -55,7 +55,7 @@ class _UdpProtocol(asyncio.DatagramProtocol):
 
     def __init__(self, layer: TransportLayer, name: str) -> None:
         self._layer = layer
-        self._name = name
+        self.name = name
         self._on_message = layer.on_message
         self.closed = asyncio.get_running_loop().create_future()
 
@@ -67,15 +67,15 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         if len(data) <= _KEEPALIVE_MAX:
             return
         try:
-            self._on_message(data, Peer("udp", addr[0], addr[1], self._name))
+            self._on_message(data, Peer("udp", addr[0], addr[1], self.name))
         except Exception:
             # A bug handling one message must not take the listener down (uvloop closes a
             # UDP transport whose protocol callback raises).
-            log.exception("message.handler_failed", listener=self._name)
+            log.exception("message.handler_failed", listener=self.name)
 
     def error_received(self, exc: Exception) -> None:
         # ICMP port unreachable and friends, reported on the next socket call.
-        log.debug("udp.error", listener=self._name, error=str(exc))
+        log.debug("udp.error", listener=self.name, error=str(exc))
 
 
 class TransportLayer:
@@ -207,6 +207,55 @@ class TransportLayer:
         if closing:
             await asyncio.wait(closing, timeout=2.0)
         self.listeners.clear()
+
+    async def update(self, interfaces: Iterable[Interface]) -> tuple[list[str], list[str]]:
+        """Bring the bound listeners in line with `interfaces` (a configuration reload):
+        bind the new ones first (ListenerError, with nothing changed, when one cannot be
+        bound), then close the ones no longer configured with their connections. Returns
+        (added, removed) listener names."""
+        interfaces = list(interfaces)
+        wanted: dict[str, tuple[Listener, Interface]] = {}
+        for interface in interfaces:
+            for address in interface.listen:
+                listener = Listener(interface.name, address.transport, address.host, address.port)
+                wanted[listener.name] = (listener, interface)
+        added: list[str] = []
+        try:
+            for name, (listener, interface) in wanted.items():
+                if name not in self.listeners:
+                    await self._bind(listener, interface)
+                    self.listeners[name] = listener
+                    added.append(name)
+        except BaseException:
+            for name in added:
+                await self._unbind(name)
+            raise
+        removed = [name for name in self.listeners if name not in wanted]
+        for name in removed:
+            await self._unbind(name)
+        self._interfaces = {interface.name: interface for interface in interfaces}
+        return added, removed
+
+    async def _unbind(self, name: str) -> None:
+        self.listeners.pop(name, None)
+        udp = self._udp.pop(name, None)
+        if udp is not None:
+            protocol = next((p for p in self._udp_protocols if p.name == name), None)
+            udp.close()
+            if protocol is not None:
+                self._udp_protocols.remove(protocol)
+                await asyncio.wait([protocol.closed], timeout=2.0)
+            return
+        task = self._acceptors.pop(name, None)
+        if task is not None:
+            task.cancel()
+            await asyncio.wait([task], timeout=2.0)
+        sock = self._stream_sockets.pop(name, None)
+        if sock is not None:
+            sock.close()
+        for key, connection in list(self._connections.items()):
+            if key[0] == name:
+                connection.close("listener removed by a configuration reload")
 
     async def _bind(self, listener: Listener, interface: Interface) -> None:
         loop = asyncio.get_running_loop()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 from pathlib import Path
 
 import pytest
@@ -134,3 +135,28 @@ def test_a_reload_keeps_unchanged_registrations_and_removes_dropped_ones(
             r"event=trunk\.registration .*trunk=reg .*state=unregistered", start=start
         )
     assert registrar.count("REGISTER") == before + 1
+
+
+def test_a_reload_binds_new_listeners_and_closes_removed_ones(tmp_path: Path) -> None:
+    lab = CallLab(tmp_path)
+    with lab:
+        host, port = lab.internal_addr
+        tcp_port = free_port(host)
+        old = f'listen: ["udp:{host}:{port}"]'
+        new = f'listen: ["udp:{host}:{port}", "tcp:{host}:{tcp_port}"]'
+        text = lab.config_text()
+        assert old in text
+        line = _reload(lab, text.replace(old, new), r"event=config\.listeners ")
+        assert f"added=internal/tcp:{host}:{tcp_port}" in line, line
+        # The new TCP listener answers OPTIONS over a real connection.
+        with socket.create_connection((host, tcp_port), timeout=3) as conn:
+            conn.sendall(sip_request("OPTIONS", (host, tcp_port), transport="TCP"))
+            conn.settimeout(3)
+            assert status_of(conn.recv(65535)) == 200
+        line = _reload(lab, text, r"event=config\.listeners ")
+        assert f"removed=internal/tcp:{host}:{tcp_port}" in line, line
+        with pytest.raises(OSError):
+            socket.create_connection((host, tcp_port), timeout=3).close()
+        # UDP calls went on through all of it.
+        outcome = lab.run_outbound("call_out_pbx.xml", "call_out_itsp.xml", pbx_args=("-d", "100"))
+    assert outcome.ok, outcome.describe()
