@@ -517,6 +517,8 @@ class SignallingService:
 
     def _parse_error(self, data: bytes, err: ParseError, source: Peer) -> None:
         self.metrics.parse_error(source.transport)
+        if self.guard.drops_unknown(source, self.router.knows):
+            return  # a stranger on a silent interface learns nothing, not even a 400
         answer = error_response(data, err)
         sip_log.warning(
             "sip.parse_error",

@@ -801,3 +801,17 @@ def test_scanner_user_agent_is_dropped_at_once(tmp_path: Path) -> None:
     assert re.search("No server response|socket error: timed out", war.output), war.describe()
     assert svwar_extensions(war) == [], war.describe()
     print(war.describe())
+
+
+def test_a_silent_interface_answers_a_strangers_malformed_request_with_nothing(
+    tmp_path: Path,
+) -> None:
+    # A 400 would tell a scanner that a SIP stack listens there just as well as a 200.
+    garbage = b"INVITE sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.82:5060\r\n\r\n"
+    with SecurityLab(tmp_path, quiet_external=True) as lab:
+        with UdpClient("127.0.0.82") as stranger:
+            stranger.send(garbage, lab.external_addr)
+            assert stranger.recv(SILENCE) is None
+        with UdpClient(ITSP_HOST) as trunk:  # the trunk's own address still gets its 400
+            trunk.send(garbage, lab.external_addr)
+            assert status_of(trunk.recv(3.0)) == 400
