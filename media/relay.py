@@ -31,6 +31,10 @@ CLOSE_WAIT = 2.0  # seconds to wait for sockets to report closed before giving p
 _RETRY_BIND = (errno.EADDRINUSE, errno.EACCES)
 
 
+# Endpoint counters kept for sessions after they close (metrics are totals since start).
+_COUNTED = ("packets", "bytes", "dropped_source", "dropped_no_remote", "send_errors")
+
+
 class MediaRelayError(Exception):
     """A session the relay cannot set up or does not know."""
 
@@ -367,6 +371,7 @@ class MediaRelay:
         self.bind_attempts = max(1, bind_attempts)
         self._sessions: dict[str, _Session] = {}
         self._timer: asyncio.TimerHandle | None = None
+        self._closed_counts: dict[str, int] = {}  # endpoint counters of closed sessions
 
     # ------------------------------------------------------------------ sessions
 
@@ -511,16 +516,26 @@ class MediaRelay:
         session = self._get(key)
         del self._sessions[key]
         stats = self._stats(session)
+        for pair in session.legs.values():
+            for endpoint in pair:
+                for name in _COUNTED:
+                    self._closed_counts[name] = self._closed_counts.get(name, 0) + getattr(
+                        endpoint, name
+                    )
         await self._teardown(session)
         return stats
 
     def stats(self, key: str) -> SessionStats:
         return self._stats(self._get(key))
 
-    def counters(self, names: Iterable[str]) -> dict[str, int]:
-        """Sums of the endpoint counters `names` over every live session: what a worker
-        reports for metrics, without the per-stream quality snapshots stats() builds."""
+    def counters(self, names: Iterable[str], *, closed: bool = False) -> dict[str, int]:
+        """Sums of the endpoint counters `names` over every live session (and, with
+        `closed`, every session already closed): what metrics report, without the
+        per-stream quality snapshots stats() builds."""
         totals = dict.fromkeys(names, 0)
+        if closed:
+            for name in totals:
+                totals[name] += self._closed_counts.get(name, 0)
         for session in self._sessions.values():
             for pair in session.legs.values():
                 for endpoint in pair:

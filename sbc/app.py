@@ -16,6 +16,7 @@ from media.backend import MediaBackend
 from media.pool import WorkerPool
 from media.ports import PortPool
 from media.relay import MediaRelay
+from media.worker import COUNTERS as MEDIA_COUNTERS
 from sbc.api import ApiServer, read_token
 from sbc.b2bua import CallSetup
 from sbc.calls import CallAdapter
@@ -154,6 +155,7 @@ class SignallingService:
         self._dns_task: asyncio.Task[None] | None = None
         self._reload_lock = asyncio.Lock()
         self.disabled_trunks: set[str] = set()  # taken out of routing by the operator (API)
+        self._counters_task: asyncio.Task[None] | None = None
         self._api: ApiServer | None = None
         self._draining = False
         self._reloads: set[asyncio.Task[None]] = set()
@@ -187,6 +189,17 @@ class SignallingService:
             metrics.watch_workers(lambda: pool.workers)
             pool.on_stats = metrics.media_deltas
         return metrics
+
+    async def _media_counters(self, relay: MediaRelay, every: float = 5.0) -> None:
+        """The in-process relay's packet counters as deltas, as workers send theirs."""
+        reported = dict.fromkeys(MEDIA_COUNTERS, 0)
+        while True:
+            await asyncio.sleep(every)
+            totals = relay.counters(MEDIA_COUNTERS, closed=True)
+            deltas = {n: totals[n] - reported[n] for n in MEDIA_COUNTERS if totals[n] > reported[n]}
+            reported.update(totals)
+            if deltas:
+                self.metrics.media_deltas(0, deltas)
 
     def _active_calls(self) -> dict[tuple[str, str], int]:
         counts: dict[tuple[str, str], int] = {}
@@ -280,6 +293,8 @@ class SignallingService:
             port = self.metrics.start_http(listen.host, listen.port)
             log.info("sbc.metrics_listening", address=f"{listen.host}:{port}")
         self._warn_sdes_in_clear()
+        if isinstance(self.relay, MediaRelay):
+            self._counters_task = asyncio.ensure_future(self._media_counters(self.relay))
         await self._start_api()
         await self.relay.start()
         await self.transport.start()
@@ -332,6 +347,8 @@ class SignallingService:
     async def close(self) -> None:
         if self._dns_task is not None:
             self._dns_task.cancel()
+        if self._counters_task is not None:
+            self._counters_task.cancel()
         drain = self.config.calls.drain_timeout
         if drain > 0 and self.calls.calls:
             # New calls get 503 meanwhile (_route); live ones may end by themselves.

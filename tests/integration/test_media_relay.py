@@ -149,7 +149,11 @@ def test_rtp_flows_both_ways_with_payload_intact(run: Runner) -> None:
         assert stats.leg(0, Leg.A).rtp.packets == 1 and stats.leg(0, Leg.A).rtp.bytes == 172
         assert stats.leg(0, Leg.B).rtp.packets == 1
         assert stats.leg(0, Leg.A).rtp.latched and stats.leg(0, Leg.A).rtp.remote == pbx.addr
+        # Totals for metrics outlive the session (counters never go down).
+        assert relay.counters(("packets", "bytes"))["packets"] == 2
         await relay.close()
+        assert relay.counters(("packets",))["packets"] == 0
+        assert relay.counters(("packets", "bytes"), closed=True) == {"packets": 2, "bytes": 344}
 
     run(scenario)
 
