@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 # apt-get needs root: go through sudo unless we already are root.
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: all venv sipp run test bench lint clean distclean
+.PHONY: all venv sipp postgres run test bench lint clean distclean
 
 all: test
 
@@ -31,10 +31,23 @@ sipp:
 		$(SUDO) apt-get update && $(SUDO) apt-get install -y sip-tester; \
 	}
 
+# tests/integration/test_cdr_postgres.py runs its own throwaway cluster with Debian's initdb and
+# pg_ctl (/usr/lib/postgresql/*/bin). Installed without a main cluster (create_main_cluster =
+# false in postgresql-common's createcluster.conf), so no system-wide server is set up or
+# started: nothing listens on 5432 because of the tests.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+		echo "initdb not found; installing Debian's postgresql (no main cluster)"; \
+		$(SUDO) apt-get update && $(SUDO) apt-get install -y postgresql-common && \
+		$(SUDO) sed -i 's/^#* *create_main_cluster *=.*/create_main_cluster = false/' \
+			/etc/postgresql-common/createcluster.conf && \
+		$(SUDO) apt-get install -y postgresql; \
+	}
+
 run: venv
 	$(BIN)/sbc run -c $(CONFIG)
 
-test: venv sipp
+test: venv sipp postgres
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: venv sipp

@@ -20,7 +20,7 @@ from media.worker import COUNTERS as MEDIA_COUNTERS
 from sbc.api import ApiServer, read_token
 from sbc.b2bua import CallSetup
 from sbc.calls import CallAdapter
-from sbc.cdr import CdrRecord, CdrWriter, WallClock
+from sbc.cdr import CdrError, CdrRecord, CdrWriter, WallClock
 from sbc.config import Config, ConfigError, Pbx, load_config
 from sbc.control_plane import ServiceControl
 from sbc.hep import HepSender
@@ -143,14 +143,20 @@ class SignallingService:
         self.metrics = self._new_metrics()
         self.calls.metrics = self.metrics
         self.cdr: CdrWriter | None = None
+        cdr_options = dict(
+            batch_size=config.cdr.batch_size,
+            flush_interval=config.cdr.flush_interval,
+            max_queue=config.cdr.max_queue,
+        )
         if config.cdr.path is not None:
             os.makedirs(os.path.dirname(config.cdr.path) or ".", exist_ok=True)
-            self.cdr = CdrWriter.sqlite(
-                config.cdr.path,
-                batch_size=config.cdr.batch_size,
-                flush_interval=config.cdr.flush_interval,
-                max_queue=config.cdr.max_queue,
-            )
+            self.cdr = CdrWriter.sqlite(config.cdr.path, **cdr_options)
+        elif config.cdr.dsn is not None:
+            try:  # connects now: an unreachable database stops the start with its reason
+                self.cdr = CdrWriter.postgres(config.cdr.dsn, **cdr_options)
+            except CdrError as exc:
+                raise StartupError(f"cdr.dsn: {exc}") from exc
+        if self.cdr is not None:
             self.calls.cdr = self.cdr
         self._dns_task: asyncio.Task[None] | None = None
         self._reload_lock = asyncio.Lock()

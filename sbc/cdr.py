@@ -10,8 +10,9 @@ the update ever arrives first (or in the same batch), it is kept and merged into
 the record comes; an update whose record never comes is logged at close (`cdr.quality_orphan`).
 A call whose media never closes cleanly keeps NULL quality columns.
 
-Backends: SQLite only for now (WAL, synchronous=NORMAL). PostgreSQL is not implemented;
-a new backend implements the `CdrStore` protocol and is handed to `CdrWriter`.
+Backends: SQLite (WAL, synchronous=NORMAL; `cdr: {path: ...}`) and PostgreSQL
+(sbc/cdr_postgres.py, psycopg 3, imported only when `cdr: {dsn: ...}` is configured). A new
+backend implements the `CdrStore` protocol and is handed to `CdrWriter`.
 """
 
 from __future__ import annotations
@@ -548,6 +549,18 @@ class CdrWriter:
     @classmethod
     def sqlite(cls, path: str | Path, **options: Any) -> CdrWriter:
         return cls(lambda: SqliteCdrStore(path), **options)
+
+    @classmethod
+    def postgres(cls, dsn: str, **options: Any) -> CdrWriter:
+        """A PostgreSQL store: connected (and its schema created) here, so a bad DSN or an
+        unreachable server fails at start-up. Raises CdrError without psycopg."""
+
+        def open_store() -> CdrStore:
+            from sbc.cdr_postgres import PostgresCdrStore  # optional dependency
+
+            return PostgresCdrStore(dsn)
+
+        return cls(open_store, **options)
 
     @property
     def dropped(self) -> int:

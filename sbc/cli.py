@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from importlib import metadata
+from typing import Any
 
 from sbc.api_client import COMMANDS, add_commands, run_command
 from sbc.config import Config, ConfigError, load_config
@@ -50,7 +51,14 @@ def _parser() -> argparse.ArgumentParser:
     cdr = commands.add_parser("cdr", help="call detail records")
     cdr_commands = cdr.add_subparsers(dest="cdr_command", required=True, metavar="ACTION")
     export = cdr_commands.add_parser("export", help="print CDRs to stdout")
-    export.add_argument("--db", required=True, metavar="FILE", help="CDR SQLite database")
+    source = export.add_mutually_exclusive_group(required=True)
+    source.add_argument("--db", metavar="FILE", help="CDR SQLite database")
+    source.add_argument(
+        "--dsn",
+        metavar="DSN",
+        help="CDR PostgreSQL database, e.g. postgresql://user@host/db "
+        "(password: PGPASSWORD or ~/.pgpass)",
+    )
     export.add_argument(
         "--since", required=True, type=_timestamp, metavar="ISO8601", help="started at or after"
     )
@@ -75,8 +83,14 @@ def _cdr_export(args: argparse.Namespace) -> int:
     # Imported only now: the SBC itself does not need the export code to start.
     from sbc.cdr import CdrError, export_csv, export_json, open_readonly
 
+    store: Any
     try:
-        store = open_readonly(args.db)
+        if args.dsn is not None:
+            from sbc import cdr_postgres  # optional dependency: psycopg
+
+            store = cdr_postgres.open_readonly(args.dsn)
+        else:
+            store = open_readonly(args.db)
     except CdrError as exc:
         print(f"sbc: {exc}", file=sys.stderr)
         return 1

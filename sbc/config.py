@@ -367,9 +367,13 @@ class MediaSettings:
 
 @dataclass(frozen=True, slots=True)
 class CdrSettings:
-    """Call detail records in SQLite (WAL, written in batches off the call path)."""
+    """Call detail records in SQLite (WAL) or PostgreSQL, written in batches off the call
+    path. At most one of `path` and `dsn`."""
 
-    path: str | None = None  # None: no CDRs; relative paths are from the config file
+    path: str | None = None  # SQLite file; relative paths are from the config file
+    # PostgreSQL, e.g. postgresql://sbc@db.example/cdr; the password comes from PGPASSWORD or
+    # ~/.pgpass (PGPASSFILE), not from this file. Neither path nor dsn: no CDRs.
+    dsn: str | None = None
     batch_size: int = 100
     flush_interval: float = 0.5  # s
     max_queue: int = 100_000  # records waiting for the disk before new ones are dropped
@@ -1949,7 +1953,7 @@ def _read_guard(top: _Section, interfaces: Mapping[str, Interface]) -> GuardSett
 
 
 def _read_cdr(top: _Section) -> CdrSettings:
-    keys = ("path", "batch_size", "flush_interval", "max_queue", "rejected")
+    keys = ("path", "dsn", "batch_size", "flush_interval", "max_queue", "rejected")
     section = _optional_section(top, "cdr", keys)
     defaults = CdrSettings()
     if section is None or not section.data:
@@ -1957,8 +1961,28 @@ def _read_cdr(top: _Section) -> CdrSettings:
     path = section.get("path", _Node.string, None)
     if path is not None:
         path = os.path.join(_base_dir(top.checker), path)
+    dsn = section.get("dsn", _Node.string, None)
+    if path is not None and dsn is not None:
+        section.checker.add(
+            section.line,
+            section.key_path("dsn"),
+            "give either path (SQLite) or dsn (PostgreSQL), not both",
+        )
+        dsn = None
+    elif dsn is not None and not _looks_like_dsn(dsn):
+        section.checker.add(
+            section.line,
+            section.key_path("dsn"),
+            "not a PostgreSQL DSN (postgresql://user@host/db or 'host=... dbname=...')",
+        )
+        dsn = None
+    elif path is None and dsn is None:
+        section.checker.add(
+            section.line, section.key_path("path"), "path (SQLite) or dsn (PostgreSQL) required"
+        )
     return CdrSettings(
         path=path,
+        dsn=dsn,
         batch_size=section.get("batch_size", lambda n: n.integer(1, 100_000), defaults.batch_size),
         flush_interval=section.get(
             "flush_interval", _Node.positive_number, defaults.flush_interval
@@ -1966,6 +1990,11 @@ def _read_cdr(top: _Section) -> CdrSettings:
         max_queue=section.get("max_queue", lambda n: n.integer(1), defaults.max_queue),
         rejected=section.get("rejected", _Node.boolean, defaults.rejected),
     )
+
+
+def _looks_like_dsn(text: str) -> bool:
+    """A libpq URI or key=value connection string (checked fully when connecting)."""
+    return text.startswith(("postgresql://", "postgres://")) or "=" in text
 
 
 def _read_metrics(top: _Section) -> MetricsSettings:
