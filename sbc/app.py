@@ -49,6 +49,7 @@ from sbc.sip.transaction import (
     TransportFailed,
     TxnKey,
 )
+from sbc.sip.uri import parse_uri
 from sbc.sip.validation import ACCEPT, ALLOW, SUPPORTED_OPTIONS, check_request
 from sbc.trace import Tracer
 from sbc.transport import ListenerError, TransportLayer
@@ -695,6 +696,11 @@ class SignallingService:
                     # Dialling around for numbers that exist is how scanners map a PBX.
                     self.guard.unknown_user(event.source.host, now)
                     self._guard_events()
+                if self.router.knows(event.source):
+                    # A PBX or trunk's attempt that routing refused (no route, too short):
+                    # billing and troubleshooting want it; strangers' 403s would only
+                    # fill the disk for a scanner.
+                    self._rejected_cdr(request, setup.status, setup.log_reason, "routing")
                 return make_response(
                     request,
                     setup.status,
@@ -782,6 +788,26 @@ class SignallingService:
         self.calls.new_call(setup, event.txn_key, event.request, event.source, now)
         self.calls.attach(setup.call_key, verdict.ticket)
         return None
+
+    def _rejected_cdr(self, request: Request, status: int, reason: str, rule: str) -> None:
+        if self.cdr is None or not self.config.cdr.rejected:
+            return
+        try:
+            caller = getattr(request.from_.uri, "user", None) or ""
+            callee = getattr(parse_uri(request.uri), "user", None) or ""
+        except (ParseError, ValueError):
+            caller, callee = "", ""
+        self.cdr.call_ended(
+            CdrRecord.rejected(
+                at=time.time(),
+                status=status,
+                reason=reason,
+                rule=rule,
+                a_call_id=request.call_id,
+                caller=caller,
+                callee=callee,
+            )
+        )
 
     def _call_ended(self, ticket: object, now: float) -> None:
         if isinstance(ticket, Ticket):

@@ -77,6 +77,7 @@ def test_metrics_and_cdrs_match_what_the_peers_did(tmp_path: Path) -> None:
             itsp_args=("-m", str(CALLS)),
         )
         assert _refused_invite(lab, "+88212345") == 403
+        assert _refused_invite(lab, "nosuchuser") == 404  # no route: a record too
         assert lab.sbc is not None
         lab.sbc.wait_for_log(r"event=media\.released ")
         samples = _scrape(port)
@@ -98,13 +99,15 @@ def test_metrics_and_cdrs_match_what_the_peers_did(tmp_path: Path) -> None:
     records = _records(tmp_path)
     answered = [r for r in records if r.outcome.value == "answered"]
     rejected = [r for r in records if r.outcome.value == "rejected"]
-    assert len(answered) == CALLS and len(rejected) == 1, records
+    assert len(answered) == CALLS and len(rejected) == 2, records
     for record in answered:
         # SIPp holds each call HOLD_MS after the ACK: the CDR says the same within 1 s.
         assert abs(record.duration - HOLD_MS / 1000) < 1.0, record
         assert record.status == 200 and record.trunk == "itsp" and record.pbx == "pbx"
         assert record.a_call_id and record.b_call_id and record.a_call_id != record.b_call_id
-    assert rejected[0].status == 403 and rejected[0].rule == "fraud.pbx.pbx.deny"
+    by_rule = {r.rule: r for r in rejected}
+    assert by_rule["fraud.pbx.pbx.deny"].status == 403
+    assert by_rule["routing"].status == 404 and by_rule["routing"].callee == "nosuchuser"
 
 
 def test_sigterm_during_calls_leaves_a_complete_record_per_call(tmp_path: Path) -> None:
