@@ -374,7 +374,12 @@ def _quality_dict(quality: MediaQuality) -> dict[str, Any]:
 
 
 def _record(row: sqlite3.Row) -> CdrRecord:
-    quality = row["quality"]
+    quality = row["quality"]  # JSON text in SQLite
+    return record_from_row(row, None if quality is None else json.loads(quality))
+
+
+def record_from_row(row: Any, quality: list[dict[str, Any]] | None) -> CdrRecord:
+    """A record from a stored row (any store: columns by name) and its decoded quality."""
     return CdrRecord(
         record_id=row["record_id"],
         call_key=row["call_key"],
@@ -397,11 +402,10 @@ def _record(row: sqlite3.Row) -> CdrRecord:
         rule=row["rule"],
         codec_a=row["codec_a"],
         codec_b=row["codec_b"],
+        # SQLite keeps booleans as 0/1.
         srtp_a=None if row["srtp_a"] is None else bool(row["srtp_a"]),
         srtp_b=None if row["srtp_b"] is None else bool(row["srtp_b"]),
-        quality=None
-        if quality is None
-        else tuple(MediaQuality(**item) for item in json.loads(quality)),
+        quality=None if quality is None else tuple(MediaQuality(**item) for item in quality),
     )
 
 

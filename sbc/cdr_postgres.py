@@ -20,11 +20,10 @@ from sbc.cdr import (
     SCHEMA_VERSION,
     CdrError,
     CdrRecord,
-    MediaQuality,
-    Outcome,
     QualityUpdate,
     _quality_dict,
     _row,
+    record_from_row,
 )
 
 try:
@@ -127,33 +126,7 @@ def _update_params(update: QualityUpdate) -> dict[str, Any]:
 
 
 def _record(row: dict[str, Any]) -> CdrRecord:
-    quality = row["quality"]  # jsonb: psycopg hands back the parsed list
-    return CdrRecord(
-        record_id=row["record_id"],
-        call_key=row["call_key"],
-        direction=row["direction"],
-        a_call_id=row["a_call_id"],
-        b_call_id=row["b_call_id"],
-        caller=row["caller"],
-        callee=row["callee"],
-        caller_rewritten=row["caller_rewritten"],
-        callee_rewritten=row["callee_rewritten"],
-        trunk=row["trunk"],
-        pbx=row["pbx"],
-        start=row["start_time"],
-        answer=row["answer_time"],
-        end=row["end_time"],
-        status=row["status"],
-        ended_by=row["ended_by"],
-        reason=row["reason"],
-        outcome=Outcome(row["outcome"]),
-        rule=row["rule"],
-        codec_a=row["codec_a"],
-        codec_b=row["codec_b"],
-        srtp_a=row["srtp_a"],
-        srtp_b=row["srtp_b"],
-        quality=None if quality is None else tuple(MediaQuality(**item) for item in quality),
-    )
+    return record_from_row(row, row["quality"])  # jsonb: psycopg hands back the parsed list
 
 
 def _safe_dsn(dsn: str) -> str:
