@@ -930,12 +930,6 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
     cannot be started."""
     service = SignallingService(config)
     await service.start()
-    log.info(
-        "sbc.ready",
-        node=config.node,
-        listeners=",".join(service.listener_names),
-        loop=type(asyncio.get_running_loop()).__module__.partition(".")[0],
-    )
     _tune_gc()
     loop = asyncio.get_running_loop()
     try:
@@ -946,6 +940,14 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
             loop.add_signal_handler(signal.SIGHUP, lambda: service.spawn_reload(config.source))
     except (NotImplementedError, RuntimeError):  # no signals here (not the main thread)
         pass
+    # Announced only once the handlers are in place: a SIGHUP sent on seeing this line
+    # must reload, not end the process (SIGHUP's default action).
+    log.info(
+        "sbc.ready",
+        node=config.node,
+        listeners=",".join(service.listener_names),
+        loop=type(loop).__module__.partition(".")[0],
+    )
     try:
         await (stop or asyncio.Event()).wait()
     finally:
