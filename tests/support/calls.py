@@ -172,6 +172,11 @@ class SippSide:
     media_port: int  # SIPp's own RTP echo socket (-mp); never the ports in the SDP
     keys: dict[str, str] = field(default_factory=dict)
     extra: tuple[str, ...] = ()
+    transport: str = "u1"  # SIPp -t: u1 (one UDP socket) or t1 (one TCP connection)
+
+    @property
+    def kind(self) -> socket.SocketKind:
+        return socket.SOCK_STREAM if self.transport.startswith("t") else socket.SOCK_DGRAM
 
     def trace_path(self, workdir: Path) -> Path:
         return workdir / f"{self.role}_messages.log"
@@ -592,7 +597,7 @@ class CallLab:
         pair = RunningPair(self, workdir, itsp, itsp, timeout)
         pair.processes["itsp"] = self._spawn(itsp, self.external_addr, workdir, timeout)
         try:
-            _wait_bound(itsp.host, itsp.port, pair.processes["itsp"])
+            _wait_bound(itsp.host, itsp.port, pair.processes["itsp"], kind=itsp.kind)
         except BaseException:
             pair.kill()
             raise
@@ -612,7 +617,7 @@ class CallLab:
             callee_remote = (caller.host, caller.port)
         pair.processes[callee.role] = self._spawn(callee, callee_remote, workdir, timeout)
         try:
-            _wait_bound(callee.host, callee.port, pair.processes[callee.role])
+            _wait_bound(callee.host, callee.port, pair.processes[callee.role], kind=callee.kind)
             pair.processes[caller.role] = self._spawn(caller, target, workdir, timeout)
         except BaseException:
             pair.kill()
@@ -630,7 +635,7 @@ class CallLab:
             SIPP,
             f"{remote[0]}:{remote[1]}",
             "-sf", str(path),
-            "-t", "u1",
+            "-t", side.transport,
             "-i", side.host,
             "-p", str(side.port),
             "-mp", str(side.media_port),
@@ -681,14 +686,21 @@ def _udp_free(host: str, port: int) -> bool:
     return True
 
 
-def _wait_bound(host: str, port: int, process: subprocess.Popen[str], timeout: float = 5.0) -> None:
-    """Wait until `process` (SIPp) has bound its UDP port, i.e. it is ready for calls."""
+def _wait_bound(
+    host: str,
+    port: int,
+    process: subprocess.Popen[str],
+    timeout: float = 5.0,
+    kind: socket.SocketKind = socket.SOCK_DGRAM,
+) -> None:
+    """Wait until `process` (SIPp) has bound its port (UDP, or TCP with SOCK_STREAM), i.e. it
+    is ready for calls."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             _, stderr = process.communicate()
             raise RuntimeError(f"SIPp exited before listening on {host}:{port}:\n{stderr}")
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        with socket.socket(socket.AF_INET, kind) as probe:
             try:
                 probe.bind((host, port))
             except OSError as exc:
