@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import ipaddress
 import json
 import re
+import ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -96,38 +96,6 @@ class ReloadRejected(Exception):
 
 
 # --------------------------------------------------------------------------- settings
-
-
-@dataclass(frozen=True, slots=True)
-class ApiSettings:
-    """The `api:` configuration section. No token file, no API: an unauthenticated
-    control port that can hang up calls is never the default."""
-
-    listen: str = "127.0.0.1:8080"
-    token_file: str = ""
-    read_timeout: float = DEFAULT_READ_TIMEOUT
-
-    def __post_init__(self) -> None:
-        split_listen(self.listen)
-        if not self.token_file:
-            raise ValueError("token_file: required (a file holding the bearer token)")
-        if not 0 < self.read_timeout <= 300:
-            raise ValueError("read_timeout: expected seconds in (0, 300]")
-
-
-def split_listen(listen: str) -> tuple[str, int]:
-    """("host", port) from "host:port" or "[v6]:port"; ValueError names what is wrong."""
-    host, sep, port = listen.rpartition(":")
-    if not sep or not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"listen: {listen!r} is not host:port (e.g. 127.0.0.1:8080)")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        # A name could resolve to several addresses, or to a public one later.
-        raise ValueError(f"listen: {host!r} is not an IP address") from None
-    return host, int(port)
 
 
 def read_token(path: str | Path) -> str:
@@ -435,9 +403,19 @@ class ApiServer:
         self.read_timeout = read_timeout
         self._server: asyncio.Server | None = None
 
-    async def start(self, host: str, port: int) -> tuple[str, int]:
-        """Bind and serve; the address actually bound (port 0 picks one)."""
-        self._server = await asyncio.start_server(self._connection, host, port, limit=MAX_HEAD)
+    async def start(
+        self, host: str, port: int, *, tls: ssl.SSLContext | None = None
+    ) -> tuple[str, int]:
+        """Bind and serve (HTTPS with `tls`); the address actually bound (port 0 picks one).
+        A TLS handshake counts against read_timeout like the request itself."""
+        self._server = await asyncio.start_server(
+            self._connection,
+            host,
+            port,
+            limit=MAX_HEAD,
+            ssl=tls,
+            ssl_handshake_timeout=self.read_timeout if tls is not None else None,
+        )
         bound = self._server.sockets[0].getsockname()
         log.info("api.listening", host=bound[0], port=bound[1])
         return bound[0], bound[1]

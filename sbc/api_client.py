@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import ssl
 import sys
 import time
 import urllib.error
@@ -38,6 +39,7 @@ class ApiClient:
     base: str
     token: str | None = None
     timeout: float = 10.0
+    tls: ssl.SSLContext | None = None  # for https:// (None: the system's CA store)
 
     def request(self, method: str, path: str) -> Any:
         """The decoded JSON answer of `method path`; ApiError / ApiUnreachable otherwise."""
@@ -48,7 +50,9 @@ class ApiClient:
             self.base.rstrip("/") + path, method=method, headers=headers
         )
         # No proxies: an http_proxy from the environment must not see the token.
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        opener = urllib.request.build_opener(
+            urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=self.tls)
+        )
         try:
             with opener.open(request, timeout=self.timeout) as response:
                 return _json(response.read())
@@ -220,6 +224,25 @@ def add_commands(commands: Any) -> None:
         "--token", default=os.environ.get("SBC_TOKEN"), help="bearer token (env SBC_TOKEN)"
     )
     token.add_argument("--token-file", metavar="FILE", help="file holding the bearer token")
+    shared.add_argument(
+        "--ca",
+        default=os.environ.get("SBC_API_CA"),
+        metavar="FILE",
+        help="for https: the CA that signed the API's certificate (env SBC_API_CA; "
+        "default: the system's store)",
+    )
+    shared.add_argument(
+        "--cert",
+        default=os.environ.get("SBC_API_CERT"),
+        metavar="FILE",
+        help="for https with verify_peer: our client certificate (PEM, env SBC_API_CERT)",
+    )
+    shared.add_argument(
+        "--key",
+        default=os.environ.get("SBC_API_KEY"),
+        metavar="FILE",
+        help="the key of --cert when not in the same file (env SBC_API_KEY)",
+    )
     for name, (_, help_text, key_help) in COMMANDS.items():
         sub = commands.add_parser(name, help=help_text, parents=[shared])
         if key_help is not None:
@@ -233,6 +256,17 @@ def _token(args: argparse.Namespace) -> str | None:
         return stream.read().strip()
 
 
+def _tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+    """The client side of an https API: the server checked against --ca (or the system
+    store), our certificate shown when given. None for http."""
+    if not str(args.api).lower().startswith("https:"):
+        return None
+    context = ssl.create_default_context(cafile=args.ca)
+    if args.cert:
+        context.load_cert_chain(args.cert, args.key)
+    return context
+
+
 def run_command(
     args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None
 ) -> int:
@@ -240,9 +274,14 @@ def run_command(
     out, err = out or sys.stdout, err or sys.stderr
     command = COMMANDS[args.command][0]
     try:
-        client = ApiClient(args.api, _token(args))
+        token = _token(args)
     except OSError as exc:
         print(f"sbc: cannot read the token file: {exc}", file=err)
+        return API_ERROR
+    try:
+        client = ApiClient(args.api, token, tls=_tls_context(args))
+    except (OSError, ssl.SSLError) as exc:
+        print(f"sbc: cannot load the TLS files (--ca/--cert/--key): {exc}", file=err)
         return API_ERROR
     try:
         command(client, args, out)

@@ -53,6 +53,7 @@ from sbc.sip.uri import parse_uri
 from sbc.sip.validation import ACCEPT, ALLOW, SUPPORTED_OPTIONS, check_request
 from sbc.trace import Tracer
 from sbc.transport import ListenerError, TransportLayer
+from sbc.transport.tls import TlsSetupError, server_context
 from sbc.trunk_service import TrunkService
 
 log = get_logger("app")
@@ -178,9 +179,16 @@ class SignallingService:
             token = read_token(settings.token_file)
         except (OSError, ValueError) as exc:
             raise StartupError(f"api.token_file {settings.token_file}: {exc}") from None
+        context = None
+        if settings.tls is not None:
+            try:
+                context = server_context(settings.tls)
+            except TlsSetupError as exc:
+                raise StartupError(f"api.tls: {exc}") from None
         self._api = ApiServer(ServiceControl(self), token, read_timeout=settings.read_timeout)
-        host, port = await self._api.start(settings.listen.host, settings.listen.port)
-        log.info("sbc.api_listening", address=f"{host}:{port}")
+        host, port = await self._api.start(settings.listen.host, settings.listen.port, tls=context)
+        scheme = "https" if context is not None else "http"
+        log.info("sbc.api_listening", address=f"{host}:{port}", url=f"{scheme}://{host}:{port}")
 
     def _new_metrics(self) -> Metrics:
         """Counters at events; gauges read at scrape time from the state itself, so they

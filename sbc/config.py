@@ -387,6 +387,9 @@ class ApiConfig:
     listen: SocketAddress | None = None  # None: no API
     token_file: str = ""  # the bearer token's file (required with listen)
     read_timeout: float = 5.0
+    # HTTPS with this certificate and key; with verify_peer, clients must show a
+    # certificate signed by `ca` as well as the token. None: plain HTTP (loopback only).
+    tls: TlsSettings | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -2005,7 +2008,7 @@ def _read_metrics(top: _Section) -> MetricsSettings:
 
 
 def _read_api(top: _Section) -> ApiConfig:
-    section = _optional_section(top, "api", ("listen", "token_file", "read_timeout"))
+    section = _optional_section(top, "api", ("listen", "token_file", "read_timeout", "tls"))
     if section is None or not section.data:
         return ApiConfig()
     listen = section.get("listen", _socket_address, None)
@@ -2018,10 +2021,20 @@ def _read_api(top: _Section) -> ApiConfig:
         # Read at start (a missing or weak token stops the SBC with a message naming the
         # file), not here: example files name tokens that only exist where they are used.
         token_file = os.path.join(_base_dir(top.checker), token_file)
+    tls = None
+    if "tls" in section.data:
+        tls = _read_tls(section.node("tls"), _base_dir(top.checker))
+        if tls is not None and tls.verify_peer and not tls.ca:
+            section.checker.add(
+                section.line,
+                section.key_path("tls.ca"),
+                "required with verify_peer (the CA that signs the clients' certificates)",
+            )
     return ApiConfig(
         listen=listen,
         token_file=token_file,
         read_timeout=section.get("read_timeout", _Node.positive_number, 5.0),
+        tls=tls,
     )
 
 

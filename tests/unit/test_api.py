@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from sbc.api import MAX_BODY, ROUTES, ApiSettings, read_token, split_listen
+from sbc.api import MAX_BODY, ROUTES, read_token
 from tests.unit.api_harness import TOKEN, FakeControlPlane, ServedApi, serve
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -289,17 +289,6 @@ def test_control_plane_failure_is_500(api: ServedApi, control: FakeControlPlane)
 
 
 # --------------------------------------------------------------------------- settings
-
-
-def test_settings_and_listen_address(tmp_path: Path) -> None:
-    assert split_listen("127.0.0.1:8080") == ("127.0.0.1", 8080)
-    assert split_listen("[::1]:9000") == ("::1", 9000)
-    for bad in ("localhost:8080", "127.0.0.1", "127.0.0.1:99999", "[::1]"):
-        with pytest.raises(ValueError):
-            split_listen(bad)
-    with pytest.raises(ValueError, match="token_file: required"):
-        ApiSettings()
-    assert ApiSettings(token_file="/etc/sbc/api.token").listen == "127.0.0.1:8080"
 
 
 def test_read_token(tmp_path: Path) -> None:

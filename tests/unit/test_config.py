@@ -113,6 +113,8 @@ def test_production_example_loads() -> None:
     assert is_rfc1918(config.pbxs[0].address.host)
     assert any(address.transport == "tls" for address in external.listen)
     assert external.tls is not None and external.tls.verify_peer
+    # The API off loopback: HTTPS with client certificates.
+    assert config.api.tls is not None and config.api.tls.verify_peer and config.api.tls.ca
     # International calls are off by default: no outbound route accepts a foreign E.164 number.
     dialled = "+12125550100"
     assert not any(route.match.search(dialled) for route in config.routes.outbound)
