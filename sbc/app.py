@@ -258,11 +258,13 @@ class SignallingService:
             problems = [str(issue) for issue in exc.issues]
         else:
             problems = _needs_restart(self.config, new)
-        if not problems and new.interfaces != self.config.interfaces:
+        if not problems:
+            # Also when the interfaces are unchanged: the TLS files are read again, so
+            # `systemctl reload` after a certificate renewal serves the new one.
             try:
                 added, removed = await self.transport.update(new.interfaces.values())
-            except ListenerError as exc:
-                problems = [f"{new.source}: interfaces: {exc} (the reload was not applied)"]
+            except (ListenerError, TlsSetupError) as exc:
+                problems = [f"{new.source}: {exc} (the reload was not applied)"]
             else:
                 if added or removed:
                     log.info("config.listeners", added=",".join(added), removed=",".join(removed))
@@ -992,17 +994,19 @@ def _needs_restart(old: Config, new: Config) -> list[str]:
         for key in _RESTART_KEYS
         if getattr(old, key) != getattr(new, key)
     ]
-    # Listeners may come and go (the transport rebinds); what calls already hold may not:
-    # an interface's media, advertised address and TLS settings.
+    # Listeners may come and go (the transport rebinds) and TLS settings change for new
+    # connections; what calls already hold may not: an interface's media and advertised
+    # addresses, and whether it answers strangers.
     for name, interface in old.interfaces.items():
         changed = new.interfaces.get(name)
         if (
             changed is not None
-            and dataclasses.replace(changed, listen=interface.listen) != interface
+            and dataclasses.replace(changed, listen=interface.listen, tls=interface.tls)
+            != interface
         ):
             problems.append(
-                f"{new.source}: interfaces.{name}: only its listen list may change without"
-                " a restart (the reload was not applied)"
+                f"{new.source}: interfaces.{name}: only its listen list and tls settings may"
+                " change without a restart (the reload was not applied)"
             )
     return problems
 

@@ -78,6 +78,21 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         log.debug("udp.error", listener=self.name, error=str(exc))
 
 
+class InterfaceTlsError(TlsSetupError):
+    """An interface's certificate, key or CA cannot be loaded."""
+
+    def __init__(self, interface: Interface, reason: str) -> None:
+        super().__init__(f"interfaces.{interface.name}.tls: {reason}")
+        self.interface = interface
+        self.reason = reason
+
+    def first_listener(self) -> Listener:
+        """The listener start-up failure reports name (its first TLS one, else its first)."""
+        addresses = self.interface.listen
+        address = next((a for a in addresses if a.transport == "tls"), addresses[0])
+        return Listener(self.interface.name, address.transport, address.host, address.port)
+
+
 class TransportLayer:
     """All SIP sockets of the process.
 
@@ -138,6 +153,9 @@ class TransportLayer:
         self._udp_protocols: list[_UdpProtocol] = []
         self._stream_sockets: dict[str, socket.socket] = {}
         self._acceptors: dict[str, asyncio.Task[None]] = {}
+        # Per interface name, built from its tls settings; read at each accept / connect, so
+        # a reload's new contexts (renewed certificates) apply to new connections only.
+        self._server_tls: dict[str, ssl.SSLContext] = {}
         self._client_tls: dict[str, ssl.SSLContext] = {}
         self._tls_server_names: dict[tuple[str, int], str] = {}
         self._connections: dict[tuple[str, str, int], StreamConnection] = {}
@@ -159,6 +177,10 @@ class TransportLayer:
         self._loop = asyncio.get_running_loop()
         self._closing = False
         try:
+            try:
+                self._install_tls(self._interfaces.values())
+            except InterfaceTlsError as exc:
+                raise ListenerError(exc.first_listener(), exc.reason) from None
             for interface in self._interfaces.values():
                 for address in interface.listen:
                     listener = Listener(
@@ -210,10 +232,14 @@ class TransportLayer:
 
     async def update(self, interfaces: Iterable[Interface]) -> tuple[list[str], list[str]]:
         """Bring the bound listeners in line with `interfaces` (a configuration reload):
-        bind the new ones first (ListenerError, with nothing changed, when one cannot be
-        bound), then close the ones no longer configured with their connections. Returns
-        (added, removed) listener names."""
+        read every interface's TLS files again (TlsSetupError, with nothing changed, when
+        one cannot be loaded; renewed certificates are served to new connections, open ones
+        keep theirs), bind the new listeners (ListenerError, with nothing changed, when one
+        cannot be bound), then close the ones no longer configured with their connections.
+        Returns (added, removed) listener names."""
         interfaces = list(interfaces)
+        server_tls, client_tls = self._server_tls, self._client_tls
+        self._install_tls(interfaces)  # TlsSetupError: nothing changed yet
         wanted: dict[str, tuple[Listener, Interface]] = {}
         for interface in interfaces:
             for address in interface.listen:
@@ -229,12 +255,28 @@ class TransportLayer:
         except BaseException:
             for name in added:
                 await self._unbind(name)
+            self._server_tls, self._client_tls = server_tls, client_tls
             raise
         removed = [name for name in self.listeners if name not in wanted]
         for name in removed:
             await self._unbind(name)
         self._interfaces = {interface.name: interface for interface in interfaces}
         return added, removed
+
+    def _install_tls(self, interfaces: Iterable[Interface]) -> None:
+        """Build the server and client TLS contexts of every interface with tls settings
+        (the files are read now), then put them in place all at once."""
+        server: dict[str, ssl.SSLContext] = {}
+        client: dict[str, ssl.SSLContext] = {}
+        for interface in interfaces:
+            if interface.tls is None:
+                continue
+            try:
+                server[interface.name] = server_context(interface.tls)
+                client[interface.name] = client_context(interface.tls)
+            except TlsSetupError as exc:
+                raise InterfaceTlsError(interface, str(exc)) from None
+        self._server_tls, self._client_tls = server, client
 
     async def _unbind(self, name: str) -> None:
         self.listeners.pop(name, None)
@@ -276,12 +318,8 @@ class TransportLayer:
                 self._udp[listener.name] = udp
                 self._udp_protocols.append(protocol)
                 return
-            context = None
-            if listener.transport == "tls":
-                if interface.tls is None:
-                    raise ListenerError(listener, "TLS listener without tls settings")
-                context = server_context(interface.tls)
-                self._client_tls[interface.name] = client_context(interface.tls)
+            if listener.transport == "tls" and interface.name not in self._server_tls:
+                raise ListenerError(listener, "TLS listener without tls settings")
             # Our own accept loop rather than loop.create_server: the limits need the
             # peer's address before a TLS handshake is spent on it.
             sock = socket.socket(family, socket.SOCK_STREAM)
@@ -296,13 +334,9 @@ class TransportLayer:
                 sock.close()
                 raise
             self._stream_sockets[listener.name] = sock
-            self._acceptors[listener.name] = loop.create_task(
-                self._accept_loop(listener, sock, context)
-            )
+            self._acceptors[listener.name] = loop.create_task(self._accept_loop(listener, sock))
         except OSError as exc:
             raise ListenerError(listener, f"cannot bind: {exc.strerror or exc}") from exc
-        except TlsSetupError as exc:
-            raise ListenerError(listener, str(exc)) from exc
 
     # ------------------------------------------------------------------ sending
 
@@ -396,10 +430,9 @@ class TransportLayer:
 
     # ------------------------------------------------------------------ accepting
 
-    async def _accept_loop(
-        self, listener: Listener, sock: socket.socket, context: ssl.SSLContext | None
-    ) -> None:
+    async def _accept_loop(self, listener: Listener, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
+        tls = listener.transport == "tls"
         while True:
             try:
                 conn, address = await loop.sock_accept(sock)
@@ -418,6 +451,7 @@ class TransportLayer:
                     await asyncio.sleep(_ACCEPT_RETRY_DELAY)
                 continue
             try:
+                context = self._server_tls[listener.interface] if tls else None
                 self._admit(listener, conn, address, context)
             except Exception:
                 # Nothing a peer sends may stop the listener.

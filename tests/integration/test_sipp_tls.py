@@ -7,13 +7,15 @@ UDP."""
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import ssl
 from pathlib import Path
 
 import pytest
 
-from tests.support import free_port
+from tests.support import StreamClient, free_port, sip_request
 from tests.support.calls import (
     PBX_HOST,
     PBX_X_HEADER,
@@ -23,6 +25,7 @@ from tests.support.calls import (
     SippSide,
 )
 from tests.support.certs import make_ca, make_signed_cert
+from tests.support.sipmsg import status_of
 from tests.support.sipp import SCENARIOS, SIPP
 from tests.support.tlsbridge import TlsBridge
 
@@ -156,3 +159,61 @@ def test_the_pbx_is_refused_without_a_client_certificate(tmp_path: Path) -> None
     # certificate, so the refusal is seen on the SBC's side.
     assert "event=tls.handshake_failed" in log, log
     assert "event=sip.request_received" not in log, log
+
+
+def _served_certificate(lab: TlsPbxLab, context: ssl.SSLContext) -> tuple[StreamClient, bytes]:
+    """A TLS connection from the PBX's address and the certificate the SBC showed on it."""
+    client = StreamClient((SBC_INTERNAL, lab.internal_port), source_host=PBX_HOST)
+    client.sock = context.wrap_socket(client.sock, server_hostname=SBC_NAME)
+    certificate = client.sock.getpeercert(binary_form=True)  # type: ignore[attr-defined]
+    assert certificate is not None
+    return client, certificate
+
+
+def _options(client: StreamClient, lab: TlsPbxLab) -> int | None:
+    target = (SBC_INTERNAL, lab.internal_port)
+    client.send(sip_request("OPTIONS", target, transport="TLS", source=(PBX_HOST, 5061)))
+    return status_of(client.recv_message(5.0))
+
+
+def test_a_reload_serves_a_renewed_certificate_to_new_connections(tmp_path: Path) -> None:
+    # certbot-style renewal: new files at the same paths, then `systemctl reload` (SIGHUP).
+    # New connections get the new certificate, the open one carries on with its session,
+    # calls keep working; a broken key file refuses the reload and the last good one stays.
+    lab = TlsPbxLab(tmp_path)
+    context = ssl.create_default_context(cafile=str(lab.ca[0]))
+    context.load_cert_chain(str(lab.pbx_cert[0]), str(lab.pbx_cert[1]))
+    with lab:
+        assert lab.sbc is not None
+        old_connection, first = _served_certificate(lab, context)
+        with old_connection:
+            renewal = tmp_path / "renewal"
+            renewal.mkdir()
+            renewed = make_signed_cert(renewal, lab.ca, "sbc", (SBC_NAME, SBC_INTERNAL))
+            for new, live in zip(renewed, lab.server_cert, strict=True):
+                live.write_bytes(new.read_bytes())
+            reloaded = _reload(lab, lab.config_text(), r"event=config\.(reloaded|reload_refused) ")
+            assert "event=config.reloaded " in reloaded, reloaded
+            fresh, second = _served_certificate(lab, context)
+            with fresh:
+                assert _options(fresh, lab) == 200
+            assert _options(old_connection, lab) == 200  # opened before: still served
+        with lab.pbx_out() as bridge:
+            outcome = lab.run_outbound("call_out_pbx.xml", "call_out_itsp.xml")
+        lab.server_cert[1].write_text("not a key\n")
+        refused = _reload(lab, lab.config_text(), r"event=config\.(reloaded|reload_refused) ")
+        after, third = _served_certificate(lab, context)
+        after.close()
+    assert first != second, "the renewed certificate was not served after the reload"
+    assert outcome.ok and bridge.connections == 1, outcome.describe()
+    assert "event=config.reload_refused " in refused, refused
+    assert "interfaces.internal.tls" in refused, refused
+    assert third == second  # the last good certificate stays
+
+
+def _reload(lab: TlsPbxLab, text: str, expect: str) -> str:
+    assert lab.sbc is not None
+    start = len(lab.sbc.log_lines())
+    lab.sbc.config_path.write_text(text)
+    os.kill(lab.sbc.pid, signal.SIGHUP)
+    return lab.sbc.wait_for_log(expect, start=start)
