@@ -402,6 +402,16 @@ class ApiServer:
         self._token = token.encode()
         self.read_timeout = read_timeout
         self._server: asyncio.Server | None = None
+        self._tls: ssl.SSLContext | None = None
+
+    def renew_certificate(self, cert: str, key: str) -> None:
+        """Serve `cert` to connections accepted from now on (after a renewal in place);
+        ssl.SSLError / OSError when the files do not load, the old ones then stay."""
+        if self._tls is None:
+            return
+        check = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        check.load_cert_chain(cert, key)  # raises before the live context is touched
+        self._tls.load_cert_chain(cert, key)
 
     async def start(
         self, host: str, port: int, *, tls: ssl.SSLContext | None = None
@@ -416,6 +426,7 @@ class ApiServer:
             ssl=tls,
             ssl_handshake_timeout=self.read_timeout if tls is not None else None,
         )
+        self._tls = tls
         bound = self._server.sockets[0].getsockname()
         log.info("api.listening", host=bound[0], port=bound[1])
         return bound[0], bound[1]

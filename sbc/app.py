@@ -8,6 +8,7 @@ import dataclasses
 import gc
 import os
 import signal
+import ssl
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -258,6 +259,11 @@ class SignallingService:
             problems = [str(issue) for issue in exc.issues]
         else:
             problems = _needs_restart(self.config, new)
+        if not problems and self._api is not None and new.api.tls is not None:
+            try:
+                server_context(new.api.tls)  # its files load: checked before anything changes
+            except TlsSetupError as exc:
+                problems = [f"{new.source}: api.tls: {exc} (the reload was not applied)"]
         if not problems:
             # Also when the interfaces are unchanged: the TLS files are read again, so
             # `systemctl reload` after a certificate renewal serves the new one.
@@ -268,6 +274,11 @@ class SignallingService:
             else:
                 if added or removed:
                     log.info("config.listeners", added=",".join(added), removed=",".join(removed))
+        if not problems and self._api is not None and new.api.tls is not None:
+            try:
+                self._api.renew_certificate(new.api.tls.cert, new.api.tls.key)
+            except (OSError, ssl.SSLError) as exc:  # changed since the check just above
+                log.warning("config.api_certificate_kept", error=str(exc))
         if problems:
             for problem in problems:
                 log.warning("config.reload_refused", problem=problem)

@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import ssl
 import subprocess
 import sys
 import urllib.error
@@ -27,6 +31,14 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _certificate(port: int, context: ssl.SSLContext) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        with context.wrap_socket(raw, server_hostname="127.0.0.1") as secure:
+            certificate = secure.getpeercert(binary_form=True)
+    assert certificate is not None
+    return certificate
+
+
 def test_cli_reaches_the_api_over_mutual_tls_and_nothing_else_does(tmp_path: Path) -> None:
     ca = make_ca(tmp_path)
     server = make_signed_cert(tmp_path, ca, "api", ("127.0.0.1",))
@@ -49,7 +61,22 @@ def test_cli_reaches_the_api_over_mutual_tls_and_nothing_else_does(tmp_path: Pat
                         "--key", str(operator[1]), *token)  # fmt: skip
         with pytest.raises((urllib.error.URLError, ConnectionError)):
             urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5).close()
+        # A renewal in place and a reload: new connections get the new certificate.
+        context = ssl.create_default_context(cafile=str(ca[0]))
+        context.load_cert_chain(str(operator[0]), str(operator[1]))
+        first = _certificate(port, context)
+        (tmp_path / "renewal").mkdir()
+        renewed = make_signed_cert(tmp_path / "renewal", ca, "api", ("127.0.0.1",))
+        for new, live in zip(renewed, server, strict=True):
+            live.write_bytes(new.read_bytes())
+        start = len(lab.sbc.log_lines())
+        os.kill(lab.sbc.pid, signal.SIGHUP)
+        lab.sbc.wait_for_log(r"event=config\.reloaded ", start=start)
+        second = _certificate(port, context)
+        after = _cli("trunks", "--api", url, "--ca", str(ca[0]), "--cert", str(operator[0]),
+                     "--key", str(operator[1]), *token)  # fmt: skip
     assert ok.returncode == 0 and "itsp" in ok.stdout, ok.stderr
+    assert first != second and after.returncode == 0, after.stderr
     # No client certificate: the handshake is refused before any HTTP (exit 2, unreachable).
     assert no_cert.returncode == 2, (no_cert.stdout, no_cert.stderr)
     # The API's certificate is not signed by a CA the system trusts.
