@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -86,11 +87,14 @@ class SbcProcess:
         self.key: Path | None = None
         self.config_path = tmp_path / "sbc.yaml"
         self.config_text = config_text if config_text is not None else self._make_config()
-        self.process: subprocess.Popen[str] | None = None
+        self.process: subprocess.Popen[bytes] | None = None
         self.ready_line: str | None = None
         self._lines: list[str] = []
         self._lines_changed = threading.Condition()
         self._reader: threading.Thread | None = None
+        self._stderr_fd = -1
+        self._partial = b""  # a line not finished yet
+        self._eof = False
 
     # ------------------------------------------------------------------ configuration
 
@@ -144,16 +148,18 @@ class SbcProcess:
 
     def start(self, timeout: float = 15.0) -> SbcProcess:
         self.config_path.write_text(self.config_text)
-        self.process = subprocess.Popen(
+        process = subprocess.Popen(
             sbc_command("run", "-c", str(self.config_path)),
             cwd=REPO_ROOT,
             env=_env(),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-            text=True,
-            errors="replace",
         )
+        self.process = process
+        assert process.stderr is not None
+        self._stderr_fd = process.stderr.fileno()
+        os.set_blocking(self._stderr_fd, False)
         self._reader = threading.Thread(target=self._read_log, daemon=True)
         self._reader.start()
         try:
@@ -164,12 +170,34 @@ class SbcProcess:
         return self
 
     def _read_log(self) -> None:
-        assert self.process is not None and self.process.stderr is not None
-        for line in self.process.stderr:
+        """Keep the pipe drained (a full pipe would stall the SBC's writes) until EOF."""
+        while True:
+            select.select([self._stderr_fd], [], [])  # readable: data or EOF
             with self._lines_changed:
-                self._lines.append(line.rstrip("\n"))
+                if not self._drain():
+                    return
+
+    def _drain(self) -> bool:
+        """Take in what the pipe holds now; False at EOF. Runs with _lines_changed held, by
+        the reader thread and by log_lines(), so a line the SBC wrote before the test saw
+        its effect (a response on the wire) is always in the list a test reads: the
+        SBC flushes each line before it goes on."""
+        if self._eof:
+            return False
+        while True:
+            try:
+                chunk = os.read(self._stderr_fd, 1 << 16)
+            except BlockingIOError:
+                return True
+            if not chunk:
+                self._eof = True
+                if self._partial:
+                    self._lines.append(self._partial.decode(errors="replace"))
+                    self._partial = b""
                 self._lines_changed.notify_all()
-        with self._lines_changed:
+                return False
+            *complete, self._partial = (self._partial + chunk).split(b"\n")
+            self._lines.extend(line.decode(errors="replace") for line in complete)
             self._lines_changed.notify_all()
 
     def wait_for_log(self, pattern: str, timeout: float = 10.0, start: int = 0) -> str:
@@ -198,6 +226,8 @@ class SbcProcess:
 
     def log_lines(self) -> list[str]:
         with self._lines_changed:
+            if self._stderr_fd >= 0:
+                self._drain()
             return list(self._lines)
 
     def log_text(self) -> str:
