@@ -471,6 +471,11 @@ class SignallingService:
             self._capture(data, source, inbound=True)
         try:
             message = parse(data, max_headers=self._max_headers)
+            # Via, From, To, Call-ID and CSeq are parsed on first use; parsing them here
+            # (work the transaction and dialog layers need anyway) keeps a malformed one
+            # from surfacing as an error halfway through a call's handling: a request gets
+            # its 400, a response is dropped and logged (a response is never answered).
+            message.check()
             self.metrics.message_in(message, source.transport)
             if self._tracer is not None:
                 self._tracer.message(time.time(), True, source, message, listener=source.listener)

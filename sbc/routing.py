@@ -534,7 +534,9 @@ def _transport_param(scheme: str, side: _Side) -> str:
 
 
 def _escape_user(user: str) -> str:
-    return quote(user, safe=_USER_SAFE)
+    # Bytes that were not UTF-8 arrive as surrogates (the parser decodes with
+    # surrogateescape): escaped back as the bytes they were, not a crash.
+    return quote(user, safe=_USER_SAFE, errors="surrogateescape")
 
 
 def _user_uri(scheme: str, user: str, host: str) -> str:
