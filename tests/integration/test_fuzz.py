@@ -1,0 +1,267 @@
+"""Seeded mutation fuzzing of the real `sbc run` process: a PBX sending mutated INVITEs and
+other requests (and, for calls that get answered, ACK, a mutated in-dialog request and BYE),
+and an ITSP answering with mutated responses and SDP. The SBC must log no error (every bad
+message is answered 400 or dropped where it arrives, never raised halfway through a call),
+keep answering, and end every call it started, leaving no call, dialog or media session
+behind. The mutations are deterministic per seed; what the SBC sees also depends on timing,
+so the seeds only make failures likely to repeat, not certain."""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import signal
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from sbc.sip import parse
+from sbc.sip.errors import ParseError
+from sbc.sip.message import Response
+from tests.support import SbcProcess, free_port, sip_request
+from tests.support.mutate import assemble, mutate_lines, sdp_lines
+from tests.support.net import UdpResponder
+
+PBX_HOST, ITSP_HOST = "127.0.0.10", "127.0.0.20"
+SBC_INTERNAL, SBC_EXTERNAL = "127.0.0.1", "127.0.0.2"
+CASES = 250
+METHODS = ("INVITE",) * 6 + (
+    "OPTIONS", "BYE", "CANCEL", "INFO", "UPDATE", "REGISTER", "MESSAGE", "ACK", "PRACK",
+    "REFER", "NOTIFY",
+)  # fmt: skip
+NUMBERS = ("15551234567", "+4930123", "00882123", "*99", "", "a b", "%2B1")
+STATUSES = ("183 Session Progress", "180 Ringing", "486 Busy Here", "503 Service Unavailable")
+STATUSES += ("401 Unauthorized", "407 Proxy Authentication Required", "302 Moved")
+
+
+class MutatingItsp(UdpResponder):
+    """Answers INVITE with 200 and SDP (a fifth of the time with something else first),
+    other requests with 200, ACK with nothing; a third of its answers are mutated."""
+
+    def __init__(self, host: str, port: int, seed: int) -> None:
+        super().__init__(host, port)
+        self.port = port
+        self.rng = random.Random(seed)  # used on the responder's thread only
+
+    def answer(self, data: bytes) -> bytes | None:
+        rng = self.rng
+        text = data.decode(errors="replace")
+        first, _, rest = text.partition("\r\n")
+        method = first.split(" ")[0]
+        if method in ("ACK", "SIP/2.0") or first.count(" ") < 2:
+            return None
+        wanted = ("via:", "from:", "to:", "call-id:", "cseq:", "record-route:")
+        headers = [
+            h for h in rest.split("\r\n\r\n")[0].split("\r\n") if h.lower().startswith(wanted)
+        ]
+        status = "200 OK"
+        if method == "INVITE" and rng.random() < 0.2:
+            status = rng.choice(STATUSES)
+        head = [f"SIP/2.0 {status}"]
+        for header in headers:
+            if header.lower().startswith("to:") and ";tag=" not in header:
+                header += f";tag=itsp{rng.randrange(1000)}"
+            head.append(header)
+        head.append(f"Contact: <sip:carrier@{ITSP_HOST}:{self.port}>")
+        if status.startswith("401"):
+            algorithm = rng.choice(("MD5", "SHA-256", "foo", ""))
+            head.append(f'WWW-Authenticate: Digest realm="x", nonce="n", algorithm={algorithm}')
+        body = None
+        if method == "INVITE" and status[0] in "12":
+            head.append("Content-Type: application/sdp")
+            body = sdp_lines(rng, ITSP_HOST, 40000)
+        if rng.random() < 0.3:
+            head = [head[0], *mutate_lines(rng, head[1:])]
+            if body is not None and rng.random() < 0.5:
+                body = mutate_lines(rng, body)
+        return assemble(rng, head, body)
+
+
+def _final_for(data: bytes, call_id: str) -> Response | None:
+    """`data` if it is a final response in `call_id` (the SBC's 400s to requests whose
+    Call-ID was mutated away included: those are for nobody)."""
+    try:
+        answer = parse(data)
+        if isinstance(answer, Response) and answer.status >= 200 and answer.call_id == call_id:
+            return answer
+    except ParseError:
+        pass
+    return None
+
+
+class FuzzPbx:
+    """The PBX's socket and the requests it sends."""
+
+    def __init__(self, target: tuple[str, int], rng: random.Random) -> None:
+        self.target = target
+        self.rng = rng
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((PBX_HOST, 0))
+        self.port = self.sock.getsockname()[1]
+        self.answered = 0  # INVITEs that got a 200 the PBX could ACK
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def options(self) -> int | None:
+        """The status of a clean OPTIONS (answers still arriving for earlier cases are
+        skipped by Call-ID)."""
+        probe = parse(sip_request("OPTIONS", self.target, source=(PBX_HOST, self.port)))
+        self.sock.sendto(bytes(probe), self.target)
+        self.sock.settimeout(5.0)
+        while True:
+            answer = _final_for(self.sock.recv(65535), probe.call_id)
+            if answer is not None:
+                return answer.status
+
+    def case(self, number: int) -> None:
+        rng = self.rng
+        method = rng.choice(METHODS)
+        user = rng.choice(NUMBERS)
+        call_id = f"fuzz{number}-{rng.randrange(1 << 30)}@pbx"
+        head = [
+            f"{method} sip:{user}@{self.target[0]}:{self.target[1]} SIP/2.0",
+            f"Via: SIP/2.0/UDP {PBX_HOST}:{self.port};branch=z9hG4bK{rng.randrange(1 << 40)};rport",
+            "Max-Forwards: 70",
+            f"From: <sip:201@{PBX_HOST}>;tag=f{number}",
+            f"To: <sip:{user}@{self.target[0]}>",
+            f"Call-ID: {call_id}",
+            f"CSeq: 1 {method}",
+            f"Contact: <sip:201@{PBX_HOST}:{self.port}>",
+        ]
+        body = None
+        if method in ("INVITE", "UPDATE") or rng.random() < 0.1:
+            head.append("Content-Type: application/sdp")
+            body = sdp_lines(rng, PBX_HOST, 42000)
+        if rng.random() < 0.3:
+            head = (
+                [head[0], *mutate_lines(rng, head[1:])]
+                if rng.random() < 0.8
+                else mutate_lines(rng, head)
+            )
+        if body is not None and rng.random() < 0.6:
+            body = mutate_lines(rng, body)
+        self.sock.sendto(assemble(rng, head, body), self.target)
+        self._follow(number, call_id)
+
+    def _follow(self, number: int, call_id: str) -> None:
+        """Read answers for a moment; complete a 200 to our INVITE with ACK, maybe a mutated
+        in-dialog request, and BYE."""
+        deadline = time.monotonic() + 0.08
+        while (left := deadline - time.monotonic()) > 0:
+            self.sock.settimeout(left)
+            try:
+                data = self.sock.recv(65535)
+            except TimeoutError:
+                return
+            answer = _final_for(data, call_id)
+            if answer is None:
+                continue
+            contact = re.search(r"<([^>]+)>", answer.header("Contact") or "")
+            if answer.status == 200 and answer.cseq.method == "INVITE" and contact is not None:
+                self.answered += 1
+                self._in_dialog(number, call_id, contact.group(1), answer.header("To") or "")
+            return  # the final answer to this case's request
+
+    def _in_dialog(self, number: int, call_id: str, target: str, to: str) -> None:
+        rng = self.rng
+        common = [
+            "Max-Forwards: 70", f"From: <sip:201@{PBX_HOST}>;tag=f{number}", f"To: {to}",
+            f"Call-ID: {call_id}",
+        ]  # fmt: skip
+
+        def request(method: str, cseq: int, extra: list[str], body: list[str] | None) -> bytes:
+            via = f"Via: SIP/2.0/UDP {PBX_HOST}:{self.port};branch=z9hG4bK{method}{number}"
+            head = [f"{method} {target} SIP/2.0", via, *common, f"CSeq: {cseq} {method}", *extra]
+            if method not in ("ACK", "BYE") and rng.random() < 0.4:
+                head = [head[0], *mutate_lines(rng, head[1:])]
+            if body and rng.random() < 0.5:
+                body = mutate_lines(rng, body)
+            return assemble(rng, head, body)
+
+        self.sock.sendto(request("ACK", 1, [], None), self.target)
+        if rng.random() < 0.6:
+            method = rng.choice(("INVITE", "UPDATE", "INFO", "REFER", "OPTIONS", "MESSAGE"))
+            extra = [f"Contact: <sip:201@{PBX_HOST}:{self.port}>"]
+            body = None
+            if method in ("INVITE", "UPDATE"):
+                extra.append("Content-Type: application/sdp")
+                body = sdp_lines(rng, PBX_HOST, 42100)
+            elif method == "INFO":
+                extra.append("Content-Type: application/dtmf-relay")
+                body = [f"Signal={rng.choice('5#x')}", f"Duration={rng.choice(('160', '-1', 'a'))}"]
+            elif method == "REFER":
+                extra.append(f"Refer-To: {rng.choice(('<sip:300@x>', '', '<>', 'sip:'))}")
+            self.sock.sendto(request(method, 2, extra, body), self.target)
+        self.sock.sendto(request("BYE", 3, [], None), self.target)
+
+
+def _config(internal: int, external: int, itsp: int) -> str:
+    return (
+        "node: fuzz\nlog: {level: info, format: kv}\n"
+        "interfaces:\n"
+        f'  internal: {{listen: ["udp:{SBC_INTERNAL}:{internal}"], media_address: {SBC_INTERNAL}}}\n'
+        f'  external: {{listen: ["udp:{SBC_EXTERNAL}:{external}"], advertise: {SBC_EXTERNAL},'
+        f" media_address: {SBC_EXTERNAL}}}\n"
+        f'pbxs: [{{name: pbx, interface: internal, address: "{PBX_HOST}:5060",'
+        f" trusted_sources: [{PBX_HOST}/32], dtmf: info}}]\n"
+        f'trunks: [{{name: itsp, interface: external, proxy: "sip:{ITSP_HOST}:{itsp}",'
+        " srtp: optional, codecs: [PCMU, PCMA, telephone-event],"
+        " credentials: {username: fuzz, password: fuzz}}]\n"
+        "routes:\n  outbound: [{match: '.*', trunks: [itsp]}]\n  inbound: [{match: '.*', pbx: pbx}]\n"
+        f"media: {{port_range: [{34000 + internal % 20 * 100}, {34099 + internal % 20 * 100}],"
+        " timeout: 3, workers: 0}\n"
+        "calls: {no_answer_timeout: 3}\n"
+        "sip: {t1: 0.05}\n"
+    )
+
+
+def _settled_stats(sbc: SbcProcess, timeout: float = 5.0) -> str:
+    """The SBC's sbc.stats line once its media ports are back in the pool. Sessions are
+    gone when a call ends; their sockets close a few loop turns later, and only then are the
+    ports released, so ask again (each answer awaited) until they are, or time runs out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        mark = len(sbc.log_lines())
+        os.kill(sbc.pid, signal.SIGUSR1)
+        stats = sbc.wait_for_log(r"event=sbc\.stats ", start=mark)
+        if " media_ports_in_use=0" in stats or time.monotonic() > deadline:
+            return stats
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_mutated_messages_from_both_sides_leave_no_error_and_no_call(
+    tmp_path: Path, seed: int
+) -> None:
+    internal, external = free_port(SBC_INTERNAL), free_port(SBC_EXTERNAL)
+    itsp_port = free_port(ITSP_HOST)
+    sbc = SbcProcess(tmp_path, config_text=_config(internal, external, itsp_port))
+    pbx = FuzzPbx((SBC_INTERNAL, internal), random.Random(seed))
+    try:
+        with MutatingItsp(ITSP_HOST, itsp_port, seed), sbc:
+            for number in range(CASES):
+                pbx.case(number)
+            # Every call the SBC started ends (BYE, error answers, no-answer and media
+            # timeouts of 3 s): awaited line by line, then the SBC's own count.
+            started = [line for line in sbc.log_lines() if "event=call.new " in line]
+            index = 0
+            for _ in started:
+                line = sbc.wait_for_log(r"event=call\.ended ", timeout=15.0, start=index)
+                index = sbc.log_lines().index(line, index) + 1
+            stats = _settled_stats(sbc)
+            still_answers = pbx.options()
+            log = sbc.log_text()
+        # Leaving the `with` stopped the SBC and checked that no error was logged.
+    finally:
+        pbx.close()
+    counts = {e: log.count(f"event={e} ") for e in ("call.new", "call.ended", "sip.parse_error")}
+    print(f"seed {seed}: {counts}, {pbx.answered} answered calls")
+    # Not vacuous: some calls got through and were answered, some messages were refused.
+    assert counts["call.new"] >= 20 and pbx.answered >= 5 and counts["sip.parse_error"] >= 20
+    assert counts["call.ended"] == counts["call.new"]
+    for field in ("calls", "call_dialogs", "media_sessions", "media_ports_in_use"):
+        assert f" {field}=0" in stats, stats
+    assert still_answers == 200
