@@ -33,8 +33,10 @@ METHODS = ("INVITE",) * 6 + (
     "REFER", "NOTIFY",
 )  # fmt: skip
 NUMBERS = ("15551234567", "+4930123", "00882123", "*99", "", "a b", "%2B1")
-STATUSES = ("183 Session Progress", "180 Ringing", "486 Busy Here", "503 Service Unavailable")
-STATUSES += ("401 Unauthorized", "407 Proxy Authentication Required", "302 Moved")
+STATUSES = (
+    "183 Session Progress", "180 Ringing", "486 Busy Here", "503 Service Unavailable",
+    "401 Unauthorized", "407 Proxy Authentication Required", "302 Moved",
+)  # fmt: skip
 
 
 class MutatingItsp(UdpResponder):
