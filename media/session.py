@@ -130,6 +130,24 @@ def normalize_address(address: Address | None) -> Address | None:
     return (_canonical_host(host), port)
 
 
+def _reachable(remote: Address | None, local: str) -> Address | None:
+    """`remote` if our socket on `local` can send to it, else None (the leg then waits to
+    latch on what it hears, as for a peer that gave no address): an SDP may name a host
+    name or an address of the other IP family, which a socket cannot send to."""
+    if remote is None or _ip_version(remote[0]) != _ip_version(local):
+        return None
+    return remote
+
+
+@functools.lru_cache(maxsize=4096)
+def _ip_version(host: str) -> int:
+    """4 or 6, or 0 for what is not an IP literal (a host name)."""
+    try:
+        return ipaddress.ip_address(host).version
+    except ValueError:
+        return 0
+
+
 @functools.lru_cache(maxsize=4096)  # the same few peer addresses on every call
 def _canonical_host(host: str) -> str:
     try:
@@ -247,11 +265,12 @@ class MediaSession:
         (TRAPS.md #8); an unchanged one keeps the latch (a NAT'd source port stays valid)."""
         self._check_open()
         state = self.stream(index).leg(leg)
-        remote = normalize_address(remote)
+        local = self._hosts[leg]
+        remote = _reachable(normalize_address(remote), local)
         if remote_rtcp is None and remote is not None:
             remote_rtcp = (remote[0], remote[1] + 1) if remote[1] < 65535 else None
         else:
-            remote_rtcp = normalize_address(remote_rtcp)
+            remote_rtcp = _reachable(normalize_address(remote_rtcp), local)
         moved = (remote, remote_rtcp) != (state.remote, state.remote_rtcp)
         state.remote, state.remote_rtcp = remote, remote_rtcp
         if moved:

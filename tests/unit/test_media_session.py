@@ -90,10 +90,22 @@ def test_set_remote_defaults_rtcp_to_port_plus_one_and_accepts_a_rtcp_attribute(
 
 
 def test_remote_ipv6_literal_is_normalised_so_it_matches_socket_addresses() -> None:
-    session, _ = make()
+    session = MediaSession("call-6", PortPool(20000, 20099), PBX_SIDE, "2001:db8::53")
     session.allocate(1, now=0.0)
     action = session.set_remote(0, Leg.B, ("2001:db8:0:0::0001", 40000))
     assert action.remote == ("2001:db8::1", 40000)
+
+
+@pytest.mark.parametrize("host", ["2001:db8::1", "media.example.com"])
+def test_a_remote_our_socket_cannot_send_to_is_treated_as_unknown(host: str) -> None:
+    # An IPv6 address (or a host name) in the SDP of a leg relayed from an IPv4 address:
+    # no destination until the peer's packets are heard (latching), never a send that the
+    # socket refuses packet after packet.
+    session, _ = make()
+    session.allocate(1, now=0.0)
+    action = session.set_remote(0, Leg.B, (host, 40000), (host, 40001))
+    assert action.remote is None and action.remote_rtcp is None
+    assert session.stream(0).leg(Leg.B).latch is LatchState.UNKNOWN
 
 
 @pytest.mark.parametrize("port", [0, 70000])
