@@ -1,9 +1,10 @@
-"""Seeded mutation fuzzing of the real `sbc run` process: a PBX sending mutated INVITEs and
-other requests (and, for calls that get answered, ACK, a mutated in-dialog request and BYE),
-and an ITSP answering with mutated responses and SDP. The SBC must log no error (every bad
-message is answered 400 or dropped where it arrives, never raised halfway through a call),
-keep answering, and end every call it started, leaving no call, dialog or media session
-behind. The mutations are deterministic per seed; what the SBC sees also depends on timing,
+"""Seeded mutation fuzzing of the real `sbc run` process, in both directions: the caller's
+side (the PBX toward a trunk, or the trunk toward the PBX) sends mutated INVITEs and other
+requests and, for calls that get answered, ACK, hostile RTP/RTCP to the relay, a mutated
+in-dialog request and BYE; the called side answers with mutated responses and SDP. The SBC
+must log no error (every bad message is answered 400 or dropped where it arrives, never
+raised halfway through a call), keep answering, and end every call it started, leaving no
+call, dialog or media session behind. The mutations are deterministic per seed; what the SBC sees also depends on timing,
 so the seeds only make failures likely to repeat, not certain."""
 
 from __future__ import annotations
@@ -32,6 +33,15 @@ METHODS = ("INVITE",) * 6 + (
     "OPTIONS", "BYE", "CANCEL", "INFO", "UPDATE", "REGISTER", "MESSAGE", "ACK", "PRACK",
     "REFER", "NOTIFY",
 )  # fmt: skip
+EXTRA_HEADERS = (
+    "Session-Expires: 90", "Session-Expires: 0;refresher=uas", "Supported: timer, 100rel",
+    "Require: 100rel", "Min-SE: 99999999", "P-Asserted-Identity: <sip:+1@x>", "Privacy: id",
+    "Record-Route: <sip:192.0.2.1;lr>", "Replaces: a;to-tag=b;from-tag=c", "Expires: -1",
+)  # fmt: skip
+KEYS = (  # SDES key material: good, too short, empty, with lifetime and MKI
+    "WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz", "x", "",
+    "WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz|2^20|1:4",
+)  # fmt: skip
 NUMBERS = ("15551234567", "+4930123", "00882123", "*99", "", "a b", "%2B1")
 STATUSES = (
     "183 Session Progress", "180 Ringing", "486 Busy Here", "503 Service Unavailable",
@@ -39,13 +49,13 @@ STATUSES = (
 )  # fmt: skip
 
 
-class MutatingItsp(UdpResponder):
-    """Answers INVITE with 200 and SDP (a fifth of the time with something else first),
-    other requests with 200, ACK with nothing; a third of its answers are mutated."""
+class MutatingAnswerer(UdpResponder):
+    """The called side: answers INVITE with 200 and SDP (a fifth of the time with something
+    else), other requests with 200, ACK with nothing; a third of its answers are mutated."""
 
     def __init__(self, host: str, port: int, seed: int) -> None:
         super().__init__(host, port)
-        self.port = port
+        self.host, self.port = host, port
         self.rng = random.Random(seed)  # used on the responder's thread only
 
     def answer(self, data: bytes) -> bytes | None:
@@ -65,16 +75,16 @@ class MutatingItsp(UdpResponder):
         head = [f"SIP/2.0 {status}"]
         for header in headers:
             if header.lower().startswith("to:") and ";tag=" not in header:
-                header += f";tag=itsp{rng.randrange(1000)}"
+                header += f";tag=callee{rng.randrange(1000)}"
             head.append(header)
-        head.append(f"Contact: <sip:carrier@{ITSP_HOST}:{self.port}>")
+        head.append(f"Contact: <sip:callee@{self.host}:{self.port}>")
         if status.startswith("401"):
             algorithm = rng.choice(("MD5", "SHA-256", "foo", ""))
             head.append(f'WWW-Authenticate: Digest realm="x", nonce="n", algorithm={algorithm}')
         body = None
         if method == "INVITE" and status[0] in "12":
             head.append("Content-Type: application/sdp")
-            body = sdp_lines(rng, ITSP_HOST, 40000)
+            body = sdp_lines(rng, self.host, 40000)
         if rng.random() < 0.3:
             head = [head[0], *mutate_lines(rng, head[1:])]
             if body is not None and rng.random() < 0.5:
@@ -94,24 +104,28 @@ def _final_for(data: bytes, call_id: str) -> Response | None:
     return None
 
 
-class FuzzPbx:
-    """The PBX's socket and the requests it sends."""
+class FuzzCaller:
+    """The calling side's socket (bound on `host`) and the requests it sends to `target`."""
 
-    def __init__(self, target: tuple[str, int], rng: random.Random) -> None:
+    def __init__(self, host: str, target: tuple[str, int], rng: random.Random) -> None:
+        self.host = host
         self.target = target
         self.rng = rng
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind((PBX_HOST, 0))
+        self.sock.bind((host, 0))
         self.port = self.sock.getsockname()[1]
-        self.answered = 0  # INVITEs that got a 200 the PBX could ACK
+        self.media = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.media.bind((host, 0))
+        self.answered = 0  # INVITEs that got a 200 the caller could ACK
 
     def close(self) -> None:
         self.sock.close()
+        self.media.close()
 
     def options(self) -> int | None:
         """The status of a clean OPTIONS (answers still arriving for earlier cases are
         skipped by Call-ID)."""
-        probe = parse(sip_request("OPTIONS", self.target, source=(PBX_HOST, self.port)))
+        probe = parse(sip_request("OPTIONS", self.target, source=(self.host, self.port)))
         self.sock.sendto(bytes(probe), self.target)
         self.sock.settimeout(5.0)
         while True:
@@ -123,35 +137,40 @@ class FuzzPbx:
         rng = self.rng
         method = rng.choice(METHODS)
         user = rng.choice(NUMBERS)
-        call_id = f"fuzz{number}-{rng.randrange(1 << 30)}@pbx"
+        call_id = f"fuzz{number}-{rng.randrange(1 << 30)}@caller"
+        branch = f"z9hG4bK{rng.randrange(1 << 40)}"
         head = [
             f"{method} sip:{user}@{self.target[0]}:{self.target[1]} SIP/2.0",
-            f"Via: SIP/2.0/UDP {PBX_HOST}:{self.port};branch=z9hG4bK{rng.randrange(1 << 40)};rport",
+            f"Via: SIP/2.0/UDP {self.host}:{self.port};branch={branch};rport",
             "Max-Forwards: 70",
-            f"From: <sip:201@{PBX_HOST}>;tag=f{number}",
+            f"From: <sip:201@{self.host}>;tag=f{number}",
             f"To: <sip:{user}@{self.target[0]}>",
             f"Call-ID: {call_id}",
             f"CSeq: 1 {method}",
-            f"Contact: <sip:201@{PBX_HOST}:{self.port}>",
+            f"Contact: <sip:201@{self.host}:{self.port}>",
         ]
+        if rng.random() < 0.3:
+            head.append(rng.choice(EXTRA_HEADERS))
         body = None
         if method in ("INVITE", "UPDATE") or rng.random() < 0.1:
             head.append("Content-Type: application/sdp")
-            body = sdp_lines(rng, PBX_HOST, 42000)
+            body = sdp_lines(rng, self.host, 42000)
+            if rng.random() < 0.25:
+                body = [line.replace("RTP/AVP", "RTP/SAVP") for line in body]
+                body.append(f"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{rng.choice(KEYS)}")
         if rng.random() < 0.3:
-            head = (
-                [head[0], *mutate_lines(rng, head[1:])]
-                if rng.random() < 0.8
-                else mutate_lines(rng, head)
-            )
+            if rng.random() < 0.8:
+                head = [head[0], *mutate_lines(rng, head[1:])]
+            else:
+                head = mutate_lines(rng, head)
         if body is not None and rng.random() < 0.6:
             body = mutate_lines(rng, body)
         self.sock.sendto(assemble(rng, head, body), self.target)
         self._follow(number, call_id)
 
     def _follow(self, number: int, call_id: str) -> None:
-        """Read answers for a moment; complete a 200 to our INVITE with ACK, maybe a mutated
-        in-dialog request, and BYE."""
+        """Wait a moment for the final answer to this case's request; a 200 to our INVITE
+        gets ACK, hostile media, maybe a mutated in-dialog request, and BYE."""
         deadline = time.monotonic() + 0.08
         while (left := deadline - time.monotonic()) > 0:
             self.sock.settimeout(left)
@@ -165,18 +184,18 @@ class FuzzPbx:
             contact = re.search(r"<([^>]+)>", answer.header("Contact") or "")
             if answer.status == 200 and answer.cseq.method == "INVITE" and contact is not None:
                 self.answered += 1
-                self._in_dialog(number, call_id, contact.group(1), answer.header("To") or "")
-            return  # the final answer to this case's request
+                self._in_dialog(number, call_id, contact.group(1), answer)
+            return
 
-    def _in_dialog(self, number: int, call_id: str, target: str, to: str) -> None:
+    def _in_dialog(self, number: int, call_id: str, target: str, answer: Response) -> None:
         rng = self.rng
         common = [
-            "Max-Forwards: 70", f"From: <sip:201@{PBX_HOST}>;tag=f{number}", f"To: {to}",
-            f"Call-ID: {call_id}",
+            "Max-Forwards: 70", f"From: <sip:201@{self.host}>;tag=f{number}",
+            f"To: {answer.header('To') or ''}", f"Call-ID: {call_id}",
         ]  # fmt: skip
 
         def request(method: str, cseq: int, extra: list[str], body: list[str] | None) -> bytes:
-            via = f"Via: SIP/2.0/UDP {PBX_HOST}:{self.port};branch=z9hG4bK{method}{number}"
+            via = f"Via: SIP/2.0/UDP {self.host}:{self.port};branch=z9hG4bK{method}{number}"
             head = [f"{method} {target} SIP/2.0", via, *common, f"CSeq: {cseq} {method}", *extra]
             if method not in ("ACK", "BYE") and rng.random() < 0.4:
                 head = [head[0], *mutate_lines(rng, head[1:])]
@@ -185,13 +204,14 @@ class FuzzPbx:
             return assemble(rng, head, body)
 
         self.sock.sendto(request("ACK", 1, [], None), self.target)
+        self._hostile_media(answer)
         if rng.random() < 0.6:
             method = rng.choice(("INVITE", "UPDATE", "INFO", "REFER", "OPTIONS", "MESSAGE"))
-            extra = [f"Contact: <sip:201@{PBX_HOST}:{self.port}>"]
+            extra = [f"Contact: <sip:201@{self.host}:{self.port}>"]
             body = None
             if method in ("INVITE", "UPDATE"):
                 extra.append("Content-Type: application/sdp")
-                body = sdp_lines(rng, PBX_HOST, 42100)
+                body = sdp_lines(rng, self.host, 42100)
             elif method == "INFO":
                 extra.append("Content-Type: application/dtmf-relay")
                 body = [f"Signal={rng.choice('5#x')}", f"Duration={rng.choice(('160', '-1', 'a'))}"]
@@ -200,22 +220,48 @@ class FuzzPbx:
             self.sock.sendto(request(method, 2, extra, body), self.target)
         self.sock.sendto(request("BYE", 3, [], None), self.target)
 
+    def _hostile_media(self, answer: Response) -> None:
+        """A burst of short, truncated, odd-version, RTCP-typed, telephone-event and random
+        packets to the relay address the SBC's answer gave (RTP port and RTCP port)."""
+        port = re.search(rb"m=audio (\d+)", answer.body)
+        host = re.search(rb"c=IN IP4 ([\d.]+)", answer.body)
+        if port is None or host is None:
+            return
+        address = (host.group(1).decode(), int(port.group(1)))
+        rng = self.rng
+        for sequence in range(20):
+            kind = rng.randrange(5)
+            noise = rng.randbytes(rng.randrange(0, 120))
+            if kind == 0:  # RTP header with a payload type of any kind
+                packet = bytes([0x80, rng.choice((0, 8, 13, 72, 101, 127)), 0, sequence]) + noise
+            elif kind == 1:  # RTCP packet types, any length
+                packet = bytes([0x80 | rng.randrange(32), rng.randrange(200, 207)]) + noise
+            elif kind == 2:  # telephone-event with a random event and flags
+                event = bytes([rng.randrange(256), rng.randrange(256), 0, rng.randrange(256)])
+                packet = bytes([0x80, 101, 0, sequence, 0, 0, 0, 160, 1, 2, 3, 4]) + event
+            elif kind == 3:  # padding and extension bits set, odd CSRC count
+                packet = bytes([0xB0 | rng.randrange(16), 0, 0, sequence]) + noise
+            else:
+                packet = noise
+            rtcp = rng.random() < 0.3
+            self.media.sendto(packet, (address[0], address[1] + (1 if rtcp else 0)))
 
-def _config(internal: int, external: int, itsp: int) -> str:
+
+def _config(internal: int, external: int, pbx: int, trunk: int, workers: int) -> str:
+    low = 34000 + internal % 20 * 100
     return (
         "node: fuzz\nlog: {level: info, format: kv}\n"
         "interfaces:\n"
         f'  internal: {{listen: ["udp:{SBC_INTERNAL}:{internal}"], media_address: {SBC_INTERNAL}}}\n'
         f'  external: {{listen: ["udp:{SBC_EXTERNAL}:{external}"], advertise: {SBC_EXTERNAL},'
         f" media_address: {SBC_EXTERNAL}}}\n"
-        f'pbxs: [{{name: pbx, interface: internal, address: "{PBX_HOST}:5060",'
-        f" trusted_sources: [{PBX_HOST}/32], dtmf: info}}]\n"
-        f'trunks: [{{name: itsp, interface: external, proxy: "sip:{ITSP_HOST}:{itsp}",'
+        f'pbxs: [{{name: pbx, interface: internal, address: "{PBX_HOST}:{pbx}",'
+        f" trusted_sources: [{PBX_HOST}/32], dtmf: info, srtp: optional}}]\n"
+        f'trunks: [{{name: itsp, interface: external, proxy: "sip:{ITSP_HOST}:{trunk}",'
         " srtp: optional, codecs: [PCMU, PCMA, telephone-event],"
         " credentials: {username: fuzz, password: fuzz}}]\n"
         "routes:\n  outbound: [{match: '.*', trunks: [itsp]}]\n  inbound: [{match: '.*', pbx: pbx}]\n"
-        f"media: {{port_range: [{34000 + internal % 20 * 100}, {34099 + internal % 20 * 100}],"
-        " timeout: 3, workers: 0}\n"
+        f"media: {{port_range: [{low}, {low + 99}], timeout: 3, workers: {workers}}}\n"
         "calls: {no_answer_timeout: 3}\n"
         "sip: {t1: 0.05}\n"
     )
@@ -234,18 +280,29 @@ def _settled_stats(sbc: SbcProcess, timeout: float = 5.0) -> str:
             return stats
 
 
-@pytest.mark.parametrize("seed", [1, 2])
-def test_mutated_messages_from_both_sides_leave_no_error_and_no_call(
-    tmp_path: Path, seed: int
+@pytest.mark.parametrize(
+    ("direction", "seed", "workers"),
+    [("outbound", 1, 0), ("inbound", 2, 2)],
+    ids=["pbx-to-trunk", "trunk-to-pbx-with-media-workers"],
+)
+def test_mutated_messages_and_media_leave_no_error_and_no_call(
+    tmp_path: Path, direction: str, seed: int, workers: int
 ) -> None:
     internal, external = free_port(SBC_INTERNAL), free_port(SBC_EXTERNAL)
-    itsp_port = free_port(ITSP_HOST)
-    sbc = SbcProcess(tmp_path, config_text=_config(internal, external, itsp_port))
-    pbx = FuzzPbx((SBC_INTERNAL, internal), random.Random(seed))
+    rng = random.Random(seed)
+    if direction == "outbound":
+        caller = FuzzCaller(PBX_HOST, (SBC_INTERNAL, internal), rng)
+        answerer = MutatingAnswerer(ITSP_HOST, free_port(ITSP_HOST), seed)
+        config = _config(internal, external, 5060, answerer.port, workers)
+    else:
+        caller = FuzzCaller(ITSP_HOST, (SBC_EXTERNAL, external), rng)
+        answerer = MutatingAnswerer(PBX_HOST, free_port(PBX_HOST), seed)
+        config = _config(internal, external, answerer.port, caller.port, workers)
+    sbc = SbcProcess(tmp_path, config_text=config)
     try:
-        with MutatingItsp(ITSP_HOST, itsp_port, seed), sbc:
+        with answerer, sbc:
             for number in range(CASES):
-                pbx.case(number)
+                caller.case(number)
             # Every call the SBC started ends (BYE, error answers, no-answer and media
             # timeouts of 3 s): awaited line by line, then the SBC's own count.
             started = [line for line in sbc.log_lines() if "event=call.new " in line]
@@ -254,15 +311,15 @@ def test_mutated_messages_from_both_sides_leave_no_error_and_no_call(
                 line = sbc.wait_for_log(r"event=call\.ended ", timeout=15.0, start=index)
                 index = sbc.log_lines().index(line, index) + 1
             stats = _settled_stats(sbc)
-            still_answers = pbx.options()
+            still_answers = caller.options()
             log = sbc.log_text()
         # Leaving the `with` stopped the SBC and checked that no error was logged.
     finally:
-        pbx.close()
+        caller.close()
     counts = {e: log.count(f"event={e} ") for e in ("call.new", "call.ended", "sip.parse_error")}
-    print(f"seed {seed}: {counts}, {pbx.answered} answered calls")
+    print(f"{direction} seed {seed}: {counts}, {caller.answered} answered calls")
     # Not vacuous: some calls got through and were answered, some messages were refused.
-    assert counts["call.new"] >= 20 and pbx.answered >= 5 and counts["sip.parse_error"] >= 20
+    assert counts["call.new"] >= 20 and caller.answered >= 3 and counts["sip.parse_error"] >= 20
     assert counts["call.ended"] == counts["call.new"]
     for field in ("calls", "call_dialogs", "media_sessions", "media_ports_in_use"):
         assert f" {field}=0" in stats, stats
