@@ -732,7 +732,7 @@ class SignallingService:
                     setup.status,
                     setup.reason,
                     to_tag=new_tag(),
-                    headers=self._server_header,
+                    headers=[*setup.headers, *self._server_header],
                 )
             return self._admit(setup, event, now)
         if method == "OPTIONS":

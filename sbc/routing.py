@@ -39,6 +39,7 @@ class Rejection:
     status: int
     reason: str
     log_reason: str
+    headers: tuple[tuple[str, str], ...] = ()  # added to the answer (e.g. Warning)
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +210,10 @@ class Router:
         if not names:
             # Every trunk of the route is at its max_calls (TRAPS #12: the carrier's limit).
             return Rejection(503, "Service Unavailable", f"all trunks of route {index} are full")
+        if _wants_tls(request):
+            names = [name for name in names if self._trunk_sides[name].transport == "tls"]
+            if not names:
+                return self._sips_refused(f"route {index} has no TLS trunk")
         caller = _caller(request)
         targets = tuple(
             self._trunk_target(
@@ -250,6 +255,8 @@ class Router:
         index, inbound = found
         caller = _caller(request)
         pbx = self.config.pbx(inbound.pbx)
+        if _wants_tls(request) and self._pbx_sides[pbx.name].transport != "tls":
+            return self._sips_refused(f"PBX {pbx.name} is not reached over TLS")
         target = self._pbx_target(self._pbx_sides[pbx.name], pbx, caller, rewritten)
         a_side = self._trunk_sides[trunk.name]
         return self._setup(
@@ -263,6 +270,12 @@ class Router:
             (target,),
             f"inbound[{index}]",
         )
+
+    def _sips_refused(self, why: str) -> Rejection:
+        """480 with RFC 5630's warn-code 380 "SIPS Not Allowed" (the request cannot be
+        carried as SIPS); the warn-agent is our node name, nothing about the network."""
+        warning = ("Warning", f'380 {self.config.node} "SIPS Not Allowed"')
+        return Rejection(480, "Temporarily Unavailable", f"sips: Request-URI but {why}", (warning,))
 
     def _setup(
         self,
@@ -524,6 +537,12 @@ def _normal_address(host: str) -> str:
 
 def _uri_host(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def _wants_tls(request: Request) -> bool:
+    """A sips: Request-URI asks for TLS on every hop to the target (RFC 3261 §19.1, §26.2.2;
+    RFC 5630): the call leaves only over TLS, never quietly over UDP or TCP."""
+    return request.ruri.scheme == "sips"
 
 
 def _transport_param(scheme: str, side: _Side) -> str:

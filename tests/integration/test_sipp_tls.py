@@ -217,3 +217,27 @@ def _reload(lab: TlsPbxLab, text: str, expect: str) -> str:
     lab.sbc.config_path.write_text(text)
     os.kill(lab.sbc.pid, signal.SIGHUP)
     return lab.sbc.wait_for_log(expect, start=start)
+
+
+def test_a_sips_call_is_refused_when_the_trunk_is_not_tls(tmp_path: Path) -> None:
+    # The PBX asks for SIPS (TLS on every hop) over its TLS connection; the only trunk is
+    # UDP: 480 with Warning 380 instead of a call quietly carried in the clear.
+    lab = TlsPbxLab(tmp_path)
+    context = ssl.create_default_context(cafile=str(lab.ca[0]))
+    context.load_cert_chain(str(lab.pbx_cert[0]), str(lab.pbx_cert[1]))
+    with lab:
+        client, _ = _served_certificate(lab, context)
+        with client:
+            target = (SBC_INTERNAL, lab.internal_port)
+            request = sip_request("INVITE", target, transport="TLS", source=(PBX_HOST, 5061))
+            request = request.replace(b"INVITE sip:sbc@", b"INVITE sips:15551234567@", 1)
+            client.send(request)
+            answer = b""
+            while (status := status_of(answer)) is None or status < 200:
+                data = client.recv_message(5.0)
+                assert data is not None, lab.log_text()
+                answer = data
+        log = lab.log_text()
+    assert status == 480, answer
+    assert b'Warning: 380 test-sbc "SIPS Not Allowed"' in answer, answer
+    assert "event=call.new" not in log

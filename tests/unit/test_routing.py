@@ -381,6 +381,24 @@ def test_transport_without_listener_falls_back_to_the_first_listener(router: Rou
     assert target.local.listener == "external/udp:127.0.0.2:5080"
 
 
+def test_sips_request_leaves_only_over_tls_rfc3261_26_2_2(router: Router) -> None:
+    # A TLS trunk on the route: the call goes there.
+    setup = accepted(router.route(invite("sips:+442071234567@127.0.0.1"), PBX_TCP))
+    assert [target.name for target in setup.targets] == ["itsp-tls"]
+    # A route of UDP/TCP trunks only: refused rather than carried in the clear.
+    refused = rejected(router.route(invite("sips:0301234567@127.0.0.1"), PBX_TCP))
+    assert (refused.status, refused.reason) == (480, "Temporarily Unavailable")
+    assert refused.headers == (("Warning", '380 edge7 "SIPS Not Allowed"'),)
+    # The same number as sip: is routed as before.
+    assert accepted(router.route(invite("sip:0301234567@127.0.0.1"), PBX_TCP)).targets
+
+
+def test_sips_request_from_a_trunk_needs_a_tls_pbx(router: Router) -> None:
+    request = invite("sips:+4930123201@198.51.100.7", from_uri="sip:+15550001@127.0.0.20")
+    refused = rejected(router.route(request, ITSP_A))
+    assert refused.status == 480 and "SIPS Not Allowed" in refused.headers[0][1]
+
+
 def test_leg_policies_come_from_pbx_and_trunk_settings(router: Router) -> None:
     setup = accepted(router.route(invite("sip:0301234567@127.0.0.1"), PBX_UDP))
     assert setup.a_policy.pai == "pass" and setup.a_policy.refer == "relay"
