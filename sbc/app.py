@@ -582,8 +582,13 @@ class SignallingService:
             self.transport.send(source, bytes(answer))
 
     def framing_reply(self, error: FramingError, source: Peer) -> bytes | None:
-        """The answer written before a TCP/TLS connection with a framing error is closed."""
-        if not error.head:
+        """The answer written before a TCP/TLS connection with a framing error is closed.
+        Counted by the edge guard like a message (garbage over TCP floods like any other),
+        and never written to a stranger on an interface that answers strangers nothing."""
+        if not self.guard.admit(source.host, self._now()):
+            self._guard_events()
+            return None
+        if not error.head or self.guard.drops_unknown(source, self.router.knows):
             return None
         answer = error_response(error.head, ParseError(error.reason, error.status))
         return bytes(answer) if answer is not None else None

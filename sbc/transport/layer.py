@@ -627,7 +627,16 @@ class TransportLayer:
             for context in undelivered:
                 self._report(peer, reason or "connection closed", context)
         elif reason is not None:
-            self._report(peer, reason, None)
+            # Nothing of ours was lost: what a peer's garbage or silence causes, so sampled
+            # (one connection after another must not flood the log).
+            self.counters.closed_on_error += 1
+            self._log_sampled(
+                "connection.closed_on_error",
+                self.counters.closed_on_error,
+                peer=str(peer),
+                reason=reason,
+            )
+            self._notify(peer, reason, None)
         else:
             log.debug("connection.closed", peer=str(peer))
 
@@ -639,7 +648,12 @@ class TransportLayer:
 
     def on_stream_framing_error(self, error: FramingError, source: Peer) -> bytes | None:
         self.counters.framing_errors += 1
-        log.warning("stream.framing_error", peer=str(source), reason=error.reason)
+        self._log_sampled(
+            "stream.framing_error",
+            self.counters.framing_errors,
+            peer=str(source),
+            reason=error.reason,
+        )
         if self._framing_reply is None:
             return None
         try:
@@ -745,6 +759,9 @@ class TransportLayer:
 
     def _report(self, peer: Peer, reason: str, context: object) -> None:
         log.warning("transport.error", peer=str(peer), reason=reason)
+        self._notify(peer, reason, context)
+
+    def _notify(self, peer: Peer, reason: str, context: object) -> None:
         if self._on_transport_error is not None:
             try:
                 self._on_transport_error(peer, reason, context)

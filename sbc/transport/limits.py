@@ -59,6 +59,7 @@ class TransportCounters:
     idle_closed: int = 0  # closed after idle_timeout without traffic
     message_timeouts: int = 0  # closed: no complete message within message_timeout
     framing_errors: int = 0  # closed: unframeable stream or message over the size cap
+    closed_on_error: int = 0  # closed by an error (framing, reset, timeout) with nothing lost
 
     def as_dict(self) -> dict[str, int]:
         return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}

@@ -815,3 +815,54 @@ def test_a_silent_interface_answers_a_strangers_malformed_request_with_nothing(
         with UdpClient(ITSP_HOST) as trunk:  # the trunk's own address still gets its 400
             trunk.send(garbage, lab.external_addr)
             assert status_of(trunk.recv(3.0)) == 400
+
+
+def _garbage_over_tcp(source_host: str, target: tuple[str, int]) -> bytes:
+    """Open a connection from `source_host`, send a request whose Content-Length cannot be
+    framed, return whatever comes back before the SBC closes the connection."""
+    with socket.create_connection(target, timeout=SILENCE, source_address=(source_host, 0)) as conn:
+        conn.sendall(
+            b"INVITE sip:x@y SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:5060;branch=z9hG4bK-g\r\n"
+            b"From: <sip:a@b>;tag=1\r\nTo: <sip:x@y>\r\nCall-ID: g\r\nCSeq: 1 INVITE\r\n"
+            b"Content-Length: many\r\n\r\n"
+        )
+        received = b""
+        try:
+            while data := conn.recv(65535):
+                received += data
+        except (TimeoutError, ConnectionResetError):
+            pass
+        return received
+
+
+def _tcp_lab_config(internal: int, external: int, extra: str = "") -> str:
+    return (
+        "node: test-sbc\nlog: {level: info, format: kv}\ninterfaces:\n"
+        f'  internal: {{listen: ["tcp:127.0.0.1:{internal}"], media_address: 127.0.0.1}}\n'
+        f'  external: {{listen: ["tcp:{SBC_EXTERNAL}:{external}"], media_address: {SBC_EXTERNAL},'
+        " respond_to_unknown: false}\n"
+        f"{extra}"
+    )
+
+
+def test_unframeable_tcp_garbage_counts_toward_the_flood_block_and_is_silent_where_asked(
+    tmp_path: Path,
+) -> None:
+    # Garbage that never becomes a message must not dodge the flood detector (one connection
+    # after another), and a silent interface must not reveal itself with a 400 to it.
+    internal, external = free_port("127.0.0.1"), free_port(SBC_EXTERNAL)
+    extra = security_yaml(flood="{window: 5, max_requests: 5}", block_time="60")
+    sbc = SbcProcess(tmp_path, config_text=_tcp_lab_config(internal, external, extra))
+    with sbc:
+        quiet = _garbage_over_tcp("127.0.0.83", (SBC_EXTERNAL, external))
+        first = _garbage_over_tcp("127.0.0.84", ("127.0.0.1", internal))
+        for _ in range(6):
+            _garbage_over_tcp("127.0.0.84", ("127.0.0.1", internal))
+        sbc.wait_for_log(r"event=security\.blocked .*\bkey=127\.0\.0\.84 kind=source reason=flood")
+        after = _garbage_over_tcp("127.0.0.84", ("127.0.0.1", internal))
+        framing = [line for line in sbc.log_lines() if "event=stream.framing_error" in line]
+    assert quiet == b""  # the stranger learns nothing on the silent interface
+    assert status_of(first) == 400  # the internal interface answers a malformed request
+    assert after == b""  # blocked: not even the 400 any more
+    # One warning, the rest at debug level (sampled): a garbage flood cannot fill the disk.
+    assert sum("level=warning" in line for line in framing) == 1, framing
