@@ -19,6 +19,7 @@ from time import monotonic
 
 from media.dtmf import (
     DigitEnded,
+    DtmfError,
     DtmfEvent,
     OutboundRtp,
     Scheduled,
@@ -140,6 +141,24 @@ class RtcpPath:
         return data
 
 
+def _receiver(clock_rate: int) -> TelephoneEventReceiver | None:
+    """None for a clock no event can be read in (a peer's SDP may say 8 Hz): the digits of
+    that side are then not turned into INFO, and the call goes on."""
+    try:
+        return TelephoneEventReceiver(clock_rate)
+    except DtmfError:
+        return None
+
+
+def _generator(payload_type: int, clock_rate: int) -> TelephoneEventGenerator | None:
+    """None for a clock no event can be timed in: play() then refuses INFO digits toward
+    that side (the caller logs them as dropped), and the call goes on."""
+    try:
+        return TelephoneEventGenerator(payload_type, clock_rate)
+    except DtmfError:
+        return None
+
+
 class StreamPipeline:
     """The packet processing of one stream: both directions, and the DTMF translation.
 
@@ -219,8 +238,11 @@ class StreamPipeline:
                 if mine.dtmf == "rfc4733" and theirs.dtmf == "info":
                     receiver = self._receivers.get(source)
                     if receiver is None or receiver.clock_rate != mine.event_rate:
-                        receiver = TelephoneEventReceiver(mine.event_rate)
-                        self._receivers[source] = receiver
+                        receiver = _receiver(mine.event_rate)
+                        if receiver is None:
+                            self._receivers.pop(source, None)
+                        else:
+                            self._receivers[source] = receiver
                     rtp.receiver = receiver
                 elif (
                     theirs.events_out is not None
@@ -242,9 +264,11 @@ class StreamPipeline:
                     or generator.payload_type != theirs.events_out
                     or generator.clock_rate != theirs.event_rate
                 ):
-                    self._generators[target] = TelephoneEventGenerator(
-                        theirs.events_out, theirs.event_rate
-                    )
+                    generator = _generator(theirs.events_out, theirs.event_rate)
+                    if generator is None:
+                        self._generators.pop(target, None)
+                    else:
+                        self._generators[target] = generator
             # Once digits were injected the numbering shift must go on for good.
             rtp.outbound = self._outbound.get(target)
         self.held = any(m.direction != "sendrecv" for m in self.media.values())

@@ -258,9 +258,10 @@ class RtpMap:
             )
         _uint(pt, "a=rtpmap payload type", line, 127)
         rate, slash, params = rate_part.partition("/")
-        return cls(
-            pt, encoding, _uint(rate, "a=rtpmap clock rate", line), params if slash else None
-        )
+        clock_rate = _uint(rate, "a=rtpmap clock rate", line)
+        if clock_rate == 0:  # a rate of samples per second: timestamps would never advance
+            raise SdpError(f"a=rtpmap:{value} has a clock rate of 0", line=line)
+        return cls(pt, encoding, clock_rate, params if slash else None)
 
 
 # RFC 3551 §6: payload types with a fixed meaning, usable without a=rtpmap.

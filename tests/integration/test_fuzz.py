@@ -56,15 +56,21 @@ class MutatingAnswerer(UdpResponder):
     def __init__(self, host: str, port: int, seed: int) -> None:
         super().__init__(host, port)
         self.host, self.port = host, port
-        self.rng = random.Random(seed)  # used on the responder's thread only
+        self.seed = seed
+        # Each request (by method and branch, so a retransmission gets the same answer) has
+        # its own random stream, numbered in order of arrival: the answers do not depend on
+        # how the SBC's retransmissions interleave. Used on the responder's thread only.
+        self._requests: dict[tuple[str, str], int] = {}
 
     def answer(self, data: bytes) -> bytes | None:
-        rng = self.rng
         text = data.decode(errors="replace")
         first, _, rest = text.partition("\r\n")
         method = first.split(" ")[0]
         if method in ("ACK", "SIP/2.0") or first.count(" ") < 2:
             return None
+        branch = re.search(r"branch=([^;\s,]+)", rest)
+        key = (method, branch.group(1) if branch else rest)
+        rng = random.Random(f"{self.seed}-{self._requests.setdefault(key, len(self._requests))}")
         wanted = ("via:", "from:", "to:", "call-id:", "cseq:", "record-route:")
         headers = [
             h for h in rest.split("\r\n\r\n")[0].split("\r\n") if h.lower().startswith(wanted)
@@ -107,10 +113,11 @@ def _final_for(data: bytes, call_id: str) -> Response | None:
 class FuzzCaller:
     """The calling side's socket (bound on `host`) and the requests it sends to `target`."""
 
-    def __init__(self, host: str, target: tuple[str, int], rng: random.Random) -> None:
+    def __init__(self, host: str, target: tuple[str, int], seed: int) -> None:
         self.host = host
         self.target = target
-        self.rng = rng
+        self.seed = seed
+        self.rng = random.Random(seed)  # reseeded per case: case n is the same every run
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind((host, 0))
         self.port = self.sock.getsockname()[1]
@@ -123,18 +130,25 @@ class FuzzCaller:
         self.media.close()
 
     def options(self) -> int | None:
-        """The status of a clean OPTIONS (answers still arriving for earlier cases are
-        skipped by Call-ID)."""
+        """The status of a clean OPTIONS, sent again like a UA would over UDP (RFC 3261
+        §17.1.2.2) if no answer comes; answers still arriving for earlier cases are skipped
+        by Call-ID."""
         probe = parse(sip_request("OPTIONS", self.target, source=(self.host, self.port)))
-        self.sock.sendto(bytes(probe), self.target)
-        self.sock.settimeout(5.0)
-        while True:
-            answer = _final_for(self.sock.recv(65535), probe.call_id)
-            if answer is not None:
-                return answer.status
+        for _ in range(3):
+            self.sock.sendto(bytes(probe), self.target)
+            deadline = time.monotonic() + 2.0
+            while (left := deadline - time.monotonic()) > 0:
+                self.sock.settimeout(left)
+                try:
+                    answer = _final_for(self.sock.recv(65535), probe.call_id)
+                except TimeoutError:
+                    break
+                if answer is not None:
+                    return answer.status
+        return None
 
     def case(self, number: int) -> None:
-        rng = self.rng
+        rng = self.rng = random.Random(f"{self.seed}-{number}")
         method = rng.choice(METHODS)
         user = rng.choice(NUMBERS)
         call_id = f"fuzz{number}-{rng.randrange(1 << 30)}@caller"
@@ -289,13 +303,12 @@ def test_mutated_messages_and_media_leave_no_error_and_no_call(
     tmp_path: Path, direction: str, seed: int, workers: int
 ) -> None:
     internal, external = free_port(SBC_INTERNAL), free_port(SBC_EXTERNAL)
-    rng = random.Random(seed)
     if direction == "outbound":
-        caller = FuzzCaller(PBX_HOST, (SBC_INTERNAL, internal), rng)
+        caller = FuzzCaller(PBX_HOST, (SBC_INTERNAL, internal), seed)
         answerer = MutatingAnswerer(ITSP_HOST, free_port(ITSP_HOST), seed)
         config = _config(internal, external, 5060, answerer.port, workers)
     else:
-        caller = FuzzCaller(ITSP_HOST, (SBC_EXTERNAL, external), rng)
+        caller = FuzzCaller(ITSP_HOST, (SBC_EXTERNAL, external), seed)
         answerer = MutatingAnswerer(PBX_HOST, free_port(PBX_HOST), seed)
         config = _config(internal, external, answerer.port, caller.port, workers)
     sbc = SbcProcess(tmp_path, config_text=config)

@@ -4,8 +4,6 @@ would need a restart is refused while the running configuration stays."""
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
 from pathlib import Path
 
@@ -50,15 +48,6 @@ def _invite_status(lab: CallLab, number: str) -> int | None:
         client.close()
 
 
-def _reload(lab: CallLab, text: str, expect: str) -> str:
-    """Write `text` as the SBC's config file, send SIGHUP, return the log line `expect`."""
-    assert lab.sbc is not None
-    start = len(lab.sbc.log_lines())
-    lab.sbc.config_path.write_text(text)
-    os.kill(lab.sbc.pid, signal.SIGHUP)
-    return lab.sbc.wait_for_log(expect, start=start)
-
-
 def test_reload_during_live_calls_drops_none_and_applies_to_new_calls(tmp_path: Path) -> None:
     lab = CallLab(tmp_path)
     with lab:
@@ -73,7 +62,7 @@ def test_reload_during_live_calls_drops_none_and_applies_to_new_calls(tmp_path: 
         try:
             # Every call answered before the reload: then reload under them.
             _wait_for_count(lab, r"event=call\.answered ", CALLS)
-            line = _reload(lab, lab.config_text() + DENY_882, r"event=config\.reloaded ")
+            line = lab.reload(lab.config_text() + DENY_882, r"event=config\.reloaded ")
             outcome = pair.wait(callee_grace=10.0)
         except BaseException:
             pair.kill()
@@ -95,11 +84,11 @@ def test_invalid_or_restart_only_reload_is_refused_and_the_old_config_stays(
     with lab:
         assert lab.sbc is not None
         bad = lab.config_text() + "fraud: {rules: [{scope: pbx, name: nosuchpbx}]}\n"
-        line = _reload(lab, bad, r"event=config\.reload_refused ")
+        line = lab.reload(bad, r"event=config\.reload_refused ")
         assert "fraud.rules[0].name" in line and "nosuchpbx" in line, line
         moved = lab.config_text().replace(", timeout: 60", ", timeout: 61")
         assert moved != lab.config_text()
-        line = _reload(lab, moved, r"event=config\.reload_refused ")
+        line = lab.reload(moved, r"event=config\.reload_refused ")
         assert "media: changed; this takes a restart" in line, line
         outcome = lab.run_outbound("call_out_pbx.xml", "call_out_itsp.xml", pbx_args=("-d", "100"))
         log = lab.log_text()
@@ -125,11 +114,11 @@ def test_a_reload_keeps_unchanged_registrations_and_removes_dropped_ones(
         assert lab.sbc is not None
         lab.sbc.wait_for_log(r"event=trunk\.registration .*trunk=reg .*state=registered")
         before = registrar.count("REGISTER")
-        _reload(lab, lab.config_text() + DENY_882, r"event=config\.reloaded ")
+        lab.reload(lab.config_text() + DENY_882, r"event=config\.reloaded ")
         assert registrar.count("REGISTER") == before, "an unchanged registration re-registered"
         lab.trunks_before = ()
         start = len(lab.sbc.log_lines())
-        _reload(lab, lab.config_text(), r"event=config\.reloaded ")
+        lab.reload(lab.config_text(), r"event=config\.reloaded ")
         lab.sbc.wait_for_log(r"event=trunk\.registration_removed .*trunk=reg", start=start)
         lab.sbc.wait_for_log(
             r"event=trunk\.registration .*trunk=reg .*state=unregistered", start=start
@@ -146,14 +135,14 @@ def test_a_reload_binds_new_listeners_and_closes_removed_ones(tmp_path: Path) ->
         new = f'listen: ["udp:{host}:{port}", "tcp:{host}:{tcp_port}"]'
         text = lab.config_text()
         assert old in text
-        line = _reload(lab, text.replace(old, new), r"event=config\.listeners ")
+        line = lab.reload(text.replace(old, new), r"event=config\.listeners ")
         assert f"added=internal/tcp:{host}:{tcp_port}" in line, line
         # The new TCP listener answers OPTIONS over a real connection.
         with socket.create_connection((host, tcp_port), timeout=3) as conn:
             conn.sendall(sip_request("OPTIONS", (host, tcp_port), transport="TCP"))
             conn.settimeout(3)
             assert status_of(conn.recv(65535)) == 200
-        line = _reload(lab, text, r"event=config\.listeners ")
+        line = lab.reload(text, r"event=config\.listeners ")
         assert f"removed=internal/tcp:{host}:{tcp_port}" in line, line
         with pytest.raises(OSError):
             socket.create_connection((host, tcp_port), timeout=3).close()

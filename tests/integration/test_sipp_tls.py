@@ -7,9 +7,7 @@ UDP."""
 
 from __future__ import annotations
 
-import os
 import re
-import signal
 import ssl
 from pathlib import Path
 
@@ -164,8 +162,9 @@ def test_the_pbx_is_refused_without_a_client_certificate(tmp_path: Path) -> None
 def _served_certificate(lab: TlsPbxLab, context: ssl.SSLContext) -> tuple[StreamClient, bytes]:
     """A TLS connection from the PBX's address and the certificate the SBC showed on it."""
     client = StreamClient((SBC_INTERNAL, lab.internal_port), source_host=PBX_HOST)
-    client.sock = context.wrap_socket(client.sock, server_hostname=SBC_NAME)
-    certificate = client.sock.getpeercert(binary_form=True)  # type: ignore[attr-defined]
+    secure = context.wrap_socket(client.sock, server_hostname=SBC_NAME)
+    client.sock = secure
+    certificate = secure.getpeercert(binary_form=True)
     assert certificate is not None
     return client, certificate
 
@@ -192,7 +191,7 @@ def test_a_reload_serves_a_renewed_certificate_to_new_connections(tmp_path: Path
             renewed = make_signed_cert(renewal, lab.ca, "sbc", (SBC_NAME, SBC_INTERNAL))
             for new, live in zip(renewed, lab.server_cert, strict=True):
                 live.write_bytes(new.read_bytes())
-            reloaded = _reload(lab, lab.config_text(), r"event=config\.(reloaded|reload_refused) ")
+            reloaded = lab.reload(lab.config_text(), r"event=config\.(reloaded|reload_refused) ")
             assert "event=config.reloaded " in reloaded, reloaded
             fresh, second = _served_certificate(lab, context)
             with fresh:
@@ -201,7 +200,7 @@ def test_a_reload_serves_a_renewed_certificate_to_new_connections(tmp_path: Path
         with lab.pbx_out() as bridge:
             outcome = lab.run_outbound("call_out_pbx.xml", "call_out_itsp.xml")
         lab.server_cert[1].write_text("not a key\n")
-        refused = _reload(lab, lab.config_text(), r"event=config\.(reloaded|reload_refused) ")
+        refused = lab.reload(lab.config_text(), r"event=config\.(reloaded|reload_refused) ")
         after, third = _served_certificate(lab, context)
         after.close()
     assert first != second, "the renewed certificate was not served after the reload"
@@ -209,14 +208,6 @@ def test_a_reload_serves_a_renewed_certificate_to_new_connections(tmp_path: Path
     assert "event=config.reload_refused " in refused, refused
     assert "interfaces.internal.tls" in refused, refused
     assert third == second  # the last good certificate stays
-
-
-def _reload(lab: TlsPbxLab, text: str, expect: str) -> str:
-    assert lab.sbc is not None
-    start = len(lab.sbc.log_lines())
-    lab.sbc.config_path.write_text(text)
-    os.kill(lab.sbc.pid, signal.SIGHUP)
-    return lab.sbc.wait_for_log(expect, start=start)
 
 
 def test_a_sips_call_is_refused_when_the_trunk_is_not_tls(tmp_path: Path) -> None:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
 import re
+import signal
 import socket
 import subprocess
 import time
@@ -463,6 +465,15 @@ class CallLab:
 
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.log_text().splitlines()[-lines:])
+
+    def reload(self, text: str, expect: str) -> str:
+        """Write `text` as the SBC's config file, send SIGHUP (as `systemctl reload` does)
+        and return the first log line after it matching `expect`."""
+        assert self.sbc is not None, "the lab was not started"
+        start = len(self.sbc.log_lines())
+        self.sbc.config_path.write_text(text)
+        os.kill(self.sbc.pid, signal.SIGHUP)
+        return self.sbc.wait_for_log(expect, start=start)
 
     # ------------------------------------------------------------------ calls
 

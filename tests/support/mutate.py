@@ -75,11 +75,13 @@ def mutate_lines(rng: random.Random, lines: list[str]) -> list[str]:
 def assemble(rng: random.Random, head: list[str], body: list[str] | None) -> bytes:
     """Head lines and body lines as one datagram: Content-Length right, except now and then
     left out; a tenth of the time a few bytes are overwritten with random ones."""
-    data_body = ("\r\n".join(body) + "\r\n").encode() if body else b""
+    data_body = ("\r\n".join(body) + "\r\n").encode("utf-8", "surrogateescape") if body else b""
     head = [h for h in head if not h.lower().startswith(("content-length", "l:"))]
     if rng.random() < 0.75:
         head.append(f"Content-Length: {len(data_body)}")
-    data = ("\r\n".join(head) + "\r\n\r\n").encode() + data_body
+    # surrogateescape: header values copied from what the SBC sent may hold bytes that
+    # were not UTF-8 (it echoes a mutated To, say); they go back as those bytes.
+    data = ("\r\n".join(head) + "\r\n\r\n").encode("utf-8", "surrogateescape") + data_body
     if rng.random() < 0.1:
         raw = bytearray(data)
         for _ in range(rng.randrange(1, 6)):

@@ -542,6 +542,20 @@ def test_digit_from_a_is_taken_out_and_told_once_despite_three_end_packets_rfc47
     assert pipe.report(0, clock()).digits_heard == 1
 
 
+def test_an_event_clock_no_digit_fits_in_leaves_dtmf_unconverted_not_the_call_broken(
+    clock: VirtualClock,
+) -> None:
+    # A peer's SDP may say telephone-event/8 (8 Hz): no 50 ms packet interval fits in it.
+    # Configuring must not fail (the rest of the leg's settings still apply); INFO digits
+    # toward A are refused (the caller logs them as dropped).
+    _, pipe = digits_recorder()
+    pipe.configure(Leg.A, LegMedia(events_in=101, events_out=101, event_rate=8))
+    pipe.configure(Leg.B, LegMedia(dtmf="info"))
+    assert pipe.media[Leg.A].event_rate == 8
+    with pytest.raises(PipelineError, match="telephone-event"):
+        pipe.play(Leg.A, "5", 100, clock())
+
+
 def test_audio_from_a_still_flows_while_digits_are_taken_out(clock: VirtualClock) -> None:
     heard, pipe = intercepting_pipeline()
     assert forward(pipe, Leg.A, audio(199, 15840, SSRC_A)) == audio(199, 15840, SSRC_A)

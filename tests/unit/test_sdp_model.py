@@ -454,3 +454,11 @@ def test_direction_flags() -> None:
         (False, False),
     ]
     assert all(Direction.from_flags(d.sends, d.receives) is d for d in Direction)
+
+
+def test_rtpmap_with_a_clock_rate_of_zero_is_malformed() -> None:
+    # Samples per second: at 0 no timestamp would ever advance (found by fuzzing; the
+    # relay's DTMF translation raised on it).
+    with pytest.raises(SdpError, match="clock rate of 0"):
+        RtpMap.parse("101 telephone-event/0")
+    assert RtpMap.parse("101 telephone-event/8000").clock_rate == 8000
