@@ -4,8 +4,9 @@ requests and, for calls that get answered, ACK, hostile RTP/RTCP to the relay, a
 in-dialog request and BYE; the called side answers with mutated responses and SDP. The SBC
 must log no error (every bad message is answered 400 or dropped where it arrives, never
 raised halfway through a call), keep answering, and end every call it started, leaving no
-call, dialog or media session behind. The mutations are deterministic per seed; what the SBC sees also depends on timing,
-so the seeds only make failures likely to repeat, not certain."""
+call, dialog or media session behind. The mutations are the same on every run (a random
+stream per case and per request); which of them meet which state in the SBC can still
+depend on timing, so a failure is likely, not certain, to repeat with its seed."""
 
 from __future__ import annotations
 
